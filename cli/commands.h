@@ -1,0 +1,21 @@
+// Registration of the loom subcommands. Each returns the Status of its run; main() turns a
+// failed Status into a message on stderr and a non-zero exit code.
+#pragma once
+
+#include <functional>
+
+#include <CLI/CLI.hpp>
+
+#include "core/status.h"
+
+namespace loom::cli {
+
+using CommandRunner = std::function<core::Status()>;
+
+CommandRunner register_memory_command(CLI::App& app);
+CommandRunner register_models_command(CLI::App& app);
+CommandRunner register_clusters_command(CLI::App& app);
+CommandRunner register_validate_command(CLI::App& app);
+CommandRunner register_devices_command(CLI::App& app);
+
+}  // namespace loom::cli

@@ -1,0 +1,87 @@
+// Training frameworks differ in how they store gradients and optimizer state, which tensors
+// their kernels save for backward, how their cross-entropy buffers the logits and how much
+// their allocator reserves. Each difference is one named, documented trait here; the memory
+// model (and later the step-time model) reads traits, never the framework's name.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "core/layout.h"
+#include "core/status.h"
+
+namespace loom::sim {
+
+enum class Framework { kMegatron, kMegatronDeepSpeed, kFsdp, kNanotron, kLoom };
+
+struct FrameworkTraits {
+  Framework id;
+  const char* name;
+  const char* description;
+
+  // --- Parameter-state bytes per parameter (mixed precision bf16/fp16) -------------------
+  // Gradient bytes kept for every local parameter (the accumulation buffer DP reduces):
+  // 4 = fp32 main grads, 2 = half-precision grads.
+  double grad_bytes_bf16;
+  double grad_bytes_fp16;
+  // Half-precision param.grad tensors that live next to an fp32 accumulation buffer until
+  // they are folded into it (nanotron's FP32GradientAccumulator, DeepSpeed's BF16_Optimizer).
+  double half_grad_transient_bytes;
+  // The fp32 master weights are the sharded parameters themselves (PyTorch FSDP keeps the
+  // fp32 flat parameter sharded and gathers a low-precision copy), so there is no separate
+  // half-precision weight copy outside ZeRO-3 gathers.
+  bool fsdp_flat_params;
+  // Bytes of optimizer-side fp32 copies besides master + Adam m, v (Megatron's fp16 path keeps
+  // an fp32 copy of the gradients in the optimizer: its "20 bytes per parameter").
+  double extra_optimizer_bytes_fp16;
+  // Extra gradient bucket copy with ZeRO-0 and dp > 1 (torch DDP without
+  // gradient_as_bucket_view keeps its own bucket buffers): bytes per parameter.
+  double ddp_bucket_bytes;
+  // Layers whose full parameters are gathered at once under ZeRO-3 (the current one plus
+  // the prefetched next one), and the bytes per gathered parameter (2 for a bf16 gather;
+  // FSDP under torch autocast gathers the fp32 parameter and autocast caches a bf16 copy: 6).
+  int zero3_gathered_layers;
+  double zero3_gather_bytes_per_param;
+  // Bytes per parameter of the unsharded gradients of one layer before its reduce-scatter.
+  double zero3_unsharded_grad_bytes;
+  // Caps on those buffers in parameters (0 = whole layers): DeepSpeed gathers per submodule up
+  // to stage3_max_live_parameters and reduces through a reduce_bucket_size bucket.
+  double zero3_max_live_params;
+  double zero3_reduce_bucket_params;
+
+  // --- Activations --------------------------------------------------------------------------
+  // f-wide tensors a SwiGLU MLP saves for backward, in units of (tokens x f/tp x act bytes):
+  // 3 when fused (Megatron bias_swiglu: fc1 output [2f] + fc2 input [f]); 4 when the
+  // gate/up buffer, silu output and product are all kept (eager PyTorch).
+  double swiglu_saved_f;
+  // h-wide tensors the attention block saves beyond Q, K, V, the output and the two
+  // GEMM inputs (e.g. nanotron's concatenated K/V copy: 2 x kv width).
+  double attention_extra_kv_copies;
+  // Bytes per logit element alive at the cross-entropy peak (per micro-batch, on the stage
+  // that computes the loss): Megatron keeps bf16 logits (2) and an fp32 softmax (4).
+  double logits_bytes_per_element;
+  bool flash_attention;  // default attention kernel: no s^2 score matrix
+
+  // --- Allocator --------------------------------------------------------------------------
+  // Memory a caching allocator keeps reserved beyond the live tensors, as a fraction of the
+  // stashed activations (the tensors allocated and freed every micro-batch, whose varying
+  // sizes fragment the pool). It is what monitoring shows, not what must fit: PyTorch frees
+  // its cached blocks and retries before it reports out-of-memory.
+  double allocator_reserve_fraction;
+
+  // --- Checkpoints ------------------------------------------------------------------------
+  // The last stage's copy of a tied embedding is a replica: its weights are saved once
+  // (DeepSpeed saves only modules, Megatron's distributed checkpoint deduplicates replicas).
+  // DeepSpeed's BF16_Optimizer still writes the copy's fp32 master and Adam states.
+  bool tied_copy_optimizer_saved;
+
+  // Layout constraints the framework imposes (e.g. DeepSpeed: ZeRO-2/3 with pp > 1).
+  core::Status check_layout(const core::Layout& layout) const;
+};
+
+const FrameworkTraits& framework_traits(Framework f);
+core::Result<Framework> parse_framework(const std::string& s);
+const char* to_string(Framework f);
+std::vector<Framework> all_frameworks();
+
+}  // namespace loom::sim

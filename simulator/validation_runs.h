@@ -1,0 +1,42 @@
+// Published training runs as simulator inputs. Reads the validation files
+// (published_runs.yaml, vtrain_single_node.yaml: one entry per measured run) and turns each
+// into a model spec, a layout, a framework and the measured figures. What a source leaves
+// out is filled by one documented convention per framework/group (never per run) and listed
+// in `assumptions`; runs whose layout cannot be reconstructed are kept with a skip reason.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/layout.h"
+#include "core/model_spec.h"
+#include "simulator/framework.h"
+
+namespace loom::sim {
+
+struct ValidationRun {
+  std::string id;
+  std::string group;
+  std::string source;            // source.ref
+  std::string framework_text;    // as the file states it
+  std::string cluster_profile;   // empty when null
+  double params_b = 0;           // model.params_b as published
+
+  Framework framework = Framework::kMegatron;
+  std::optional<bool> flash_attention;  // convention of the run's era
+  bool dropout = false;
+  core::ModelSpec model;
+  core::Layout layout;           // unresolved (core::resolve_layout validates it)
+
+  std::optional<double> measured_memory_gib;
+  std::string memory_semantics;  // what the measured figure counts
+  std::optional<double> measured_iter_time_s;
+
+  std::vector<std::string> assumptions;
+  std::string skip_reason;       // non-empty: the run cannot be simulated
+};
+
+core::Result<std::vector<ValidationRun>> load_validation_runs(const std::string& path);
+
+}  // namespace loom::sim

@@ -1,0 +1,116 @@
+// The loom executable end to end: bad input gets a message naming the field and the allowed
+// values and a non-zero exit; --json output carries the stable field names later issues use.
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <array>
+#include <cstdio>
+#include <fstream>
+#include <string>
+
+namespace {
+
+struct Output {
+  int exit_code = -1;
+  std::string text;  // stdout + stderr
+};
+
+Output run_loom(const std::string& args) {
+  const std::string cmd = std::string(LOOM_BINARY) + " " + args + " 2>&1";
+  Output out;
+  FILE* pipe = popen(cmd.c_str(), "r");
+  if (!pipe) return out;
+  std::array<char, 4096> buf{};
+  size_t n = 0;
+  while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0) out.text.append(buf.data(), n);
+  const int status = pclose(pipe);
+  out.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return out;
+}
+
+const char* kBloom =
+    "memory --model bloom-176b --cluster jean-zay-a100-80gb --framework megatron-deepspeed "
+    "--gpus 384 --tp 4 --pp 12 --zero 1 --mbs 2 --gbs 2048 --seq 2048 --recompute full "
+    "--partition-method embedding-as-layer";
+
+TEST(Cli, MemoryJsonHasTheStableFields) {
+  const Output o = run_loom(std::string(kBloom) + " --json");
+  ASSERT_EQ(o.exit_code, 0) << o.text;
+  const auto j = nlohmann::json::parse(o.text);
+  EXPECT_TRUE(j["fits"].get<bool>());
+  EXPECT_GT(j["peak_gib"].get<double>(), 10);
+  ASSERT_EQ(j["per_stage"].size(), 12u);
+  EXPECT_EQ(j["per_stage"][0]["holds"], "embedding + blocks 0-4");
+  EXPECT_TRUE(j["per_stage"][0]["items"]["weights"].contains("bytes"));
+  EXPECT_TRUE(j["per_stage"][0]["items"]["weights"].contains("gib"));
+  EXPECT_GT(j["checkpoint"]["bytes"].get<double>(), 2e12);
+  EXPECT_GT(j["checkpoint"]["write_time_s"].get<double>(), 0);
+}
+
+TEST(Cli, MemoryTableSaysWhatEachStageHolds) {
+  const Output o = run_loom(kBloom);
+  ASSERT_EQ(o.exit_code, 0) << o.text;
+  EXPECT_NE(o.text.find("embedding + blocks 0-4"), std::string::npos) << o.text;
+  EXPECT_NE(o.text.find("blocks 65-69 + LM head + loss"), std::string::npos);
+  EXPECT_NE(o.text.find("fits"), std::string::npos);
+}
+
+TEST(Cli, UnknownPresetFailsWithTheAvailableNames) {
+  const Output o = run_loom("memory --model llama-8b --cluster dgx-a100-80gb --gpus 8 --gbs 8");
+  EXPECT_EQ(o.exit_code, 2);
+  EXPECT_NE(o.text.find("unknown model preset 'llama-8b'"), std::string::npos) << o.text;
+  EXPECT_NE(o.text.find("llama-7b"), std::string::npos);
+}
+
+TEST(Cli, UnknownClusterFails) {
+  const Output o = run_loom("memory --model llama-7b --cluster dgx-z100 --gpus 8 --gbs 8");
+  EXPECT_EQ(o.exit_code, 2);
+  EXPECT_NE(o.text.find("unknown cluster profile 'dgx-z100'"), std::string::npos) << o.text;
+}
+
+TEST(Cli, ImpossibleLayoutFailsNamingTheField) {
+  Output o = run_loom("memory --model llama-7b --cluster dgx-a100-80gb --gpus 8 --tp 3 --gbs 8");
+  EXPECT_EQ(o.exit_code, 2);
+  EXPECT_NE(o.text.find("--tp 3"), std::string::npos) << o.text;
+  o = run_loom("memory --model llama-7b --cluster dgx-a100-80gb --gpus 8 --gbs 12 --mbs 1");
+  EXPECT_EQ(o.exit_code, 2);
+  EXPECT_NE(o.text.find("--gbs 12"), std::string::npos) << o.text;
+  o = run_loom("memory --model llama-7b --cluster dgx-a100-80gb --gpus 8 --gbs 8 --recompute half");
+  EXPECT_NE(o.exit_code, 0);
+  EXPECT_NE(o.text.find("allowed: none, selective, full"), std::string::npos) << o.text;
+  o = run_loom("memory --model llama-7b --cluster dgx-a100-80gb --gpus 8 --gbs 8 --framework jax");
+  EXPECT_EQ(o.exit_code, 2);
+  EXPECT_NE(o.text.find("framework 'jax' is not known"), std::string::npos) << o.text;
+}
+
+TEST(Cli, MalformedModelFileFailsWithLine) {
+  const std::string path = ::testing::TempDir() + "/bad_model.yaml";
+  std::ofstream(path) << "name: bad\nnum_layers: [2\n";
+  Output o = run_loom("memory --model " + path + " --cluster dgx-a100-80gb --gpus 8 --gbs 8");
+  EXPECT_EQ(o.exit_code, 2);
+  EXPECT_NE(o.text.find("YAML syntax error"), std::string::npos) << o.text;
+  const std::string typo = ::testing::TempDir() + "/typo_model.yaml";
+  std::ofstream(typo) << "name: typo\nnum_layers: 2\nhidden_size: 64\nnum_heads: 4\n"
+                         "ffn_hidden_size: 256\nvocab_size: 256\nmax_seq_len: 128\nnorm: rmsnorm\n"
+                         "mlp: swiglu\nposition: rope\ntied: true\n";
+  o = run_loom("memory --model " + typo + " --cluster dgx-a100-80gb --gpus 8 --gbs 8");
+  EXPECT_EQ(o.exit_code, 2);
+  EXPECT_NE(o.text.find(":11: unknown key 'tied'"), std::string::npos) << o.text;
+}
+
+TEST(Cli, MissingFileFails) {
+  const Output o = run_loom("memory --model /nonexistent/m.yaml --cluster dgx-a100-80gb --gpus 8 --gbs 8");
+  EXPECT_EQ(o.exit_code, 2);
+  EXPECT_NE(o.text.find("does not exist"), std::string::npos) << o.text;
+}
+
+TEST(Cli, ListsModelsAndClusters) {
+  Output o = run_loom("models --json");
+  ASSERT_EQ(o.exit_code, 0) << o.text;
+  EXPECT_GE(nlohmann::json::parse(o.text).size(), 27u);
+  o = run_loom("clusters --json");
+  ASSERT_EQ(o.exit_code, 0) << o.text;
+  EXPECT_GE(nlohmann::json::parse(o.text).size(), 9u);
+}
+
+}  // namespace
