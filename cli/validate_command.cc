@@ -67,7 +67,7 @@ void print_text(const std::vector<MemoryValidation>& results, const sim::MemoryV
   }
   std::cout << (markdown ? md : t.render());
   std::cout << fmt::format(
-      "\n{} runs: {} simulated, {} skipped (layout not stated), {} rejected; {} predicted not to "
+      "\n{} runs: {} simulated, {} skipped (see status), {} rejected; {} predicted not to "
       "fit\n",
       s.total, s.simulated, s.skipped, s.rejected, s.not_fitting);
   if (s.with_memory > 0) {

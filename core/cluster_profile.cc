@@ -43,6 +43,7 @@ Result<ClusterProfile> cluster_profile_from_yaml(const YAML::Node& node, const s
   LOOM_RETURN_IF_ERROR(f.required("kind", c.intra_node.kind));
   LOOM_RETURN_IF_ERROR(f.required("bandwidth_gb_s", c.intra_node.bandwidth_gb_s));
   LOOM_RETURN_IF_ERROR(f.required("latency_us", c.intra_node.latency_us));
+  LOOM_RETURN_IF_ERROR(f.optional("collective_efficiency", c.intra_node.collective_efficiency));
   LOOM_RETURN_IF_ERROR(f.finish());
 
   YamlReader n = r.child("inter_node", true);
@@ -50,6 +51,7 @@ Result<ClusterProfile> cluster_profile_from_yaml(const YAML::Node& node, const s
   LOOM_RETURN_IF_ERROR(n.required("nic_bandwidth_gbit_s", c.inter_node.nic_bandwidth_gbit_s));
   LOOM_RETURN_IF_ERROR(n.required("latency_us", c.inter_node.latency_us));
   LOOM_RETURN_IF_ERROR(n.optional("topology", c.inter_node.topology));
+  LOOM_RETURN_IF_ERROR(n.optional("collective_efficiency", c.inter_node.collective_efficiency));
   LOOM_RETURN_IF_ERROR(n.finish());
 
   YamlReader s = r.child("storage", true);
@@ -116,6 +118,14 @@ Status ClusterProfile::validate() const {
   LOOM_RETURN_IF_ERROR(non_negative("memory_overheads.library_workspace_gib", memory.library_workspace_gib));
   LOOM_RETURN_IF_ERROR(non_negative("memory_overheads.nccl_buffers_gib", memory.nccl_buffers_gib));
   LOOM_RETURN_IF_ERROR(non_negative("memory_overheads.headroom_gib", memory.headroom_gib));
+  for (const auto& [field, v] : {std::pair{"intra_node.collective_efficiency", intra_node.collective_efficiency},
+                                 std::pair{"inter_node.collective_efficiency", inter_node.collective_efficiency}}) {
+    if (!(v > 0 && v <= 1)) {
+      return error(ErrorCode::kInvalidArgument,
+                   "cluster '{}': field '{}' = {} must be in (0, 1] (achieved / line rate)", name,
+                   field, v);
+    }
+  }
   if (memory.total_gib() + memory.headroom_gib >= device.memory_gib) {
     return error(ErrorCode::kInvalidArgument,
                  "cluster '{}': fixed overheads ({:.2f} GiB) plus headroom ({:.2f} GiB) leave no "

@@ -26,6 +26,8 @@ struct IntraNodeFabric {
   std::string kind;            // nvswitch | nvlink | pcie | shared-memory
   double bandwidth_gb_s = 0;   // per GPU, per direction, 1e9 bytes/s
   double latency_us = 0;
+  // NCCL bus bandwidth of large collectives / bandwidth_gb_s (nccl-tests busbw), 0 < x <= 1.
+  double collective_efficiency = 1.0;
 };
 
 struct InterNodeNetwork {
@@ -33,6 +35,8 @@ struct InterNodeNetwork {
   double nic_bandwidth_gbit_s = 0;  // per NIC, per direction, 1e9 bits/s
   double latency_us = 0;
   std::string topology;             // free text: fat tree, rail-optimized, dragonfly, ...
+  // NCCL bus bandwidth of large inter-node collectives / NIC line rate, 0 < x <= 1.
+  double collective_efficiency = 1.0;
   double per_node_bandwidth_gb_s() const { return nics_per_node * nic_bandwidth_gbit_s / 8.0; }
 };
 

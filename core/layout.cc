@@ -169,9 +169,7 @@ Status check_rank_order(const std::string& order) {
                order);
 }
 
-}  // namespace
-
-Result<Layout> resolve_layout(Layout l, const ModelSpec& model) {
+Status check_scalars(const Layout& l) {
   LOOM_RETURN_IF_ERROR(check_positive("tp", l.tp));
   LOOM_RETURN_IF_ERROR(check_positive("pp", l.pp));
   LOOM_RETURN_IF_ERROR(check_positive("vpp", l.vpp));
@@ -186,6 +184,10 @@ Result<Layout> resolve_layout(Layout l, const ModelSpec& model) {
   }
   LOOM_RETURN_IF_ERROR(check_rank_order(l.rank_order));
 
+  return ok_status();
+}
+
+Status check_tensor_parallel(const Layout& l, const ModelSpec& model) {
   // Tensor parallelism splits attention heads and K/V groups (Megatron asserts both).
   if (model.num_heads % l.tp != 0) {
     return error(ErrorCode::kInvalidArgument,
@@ -205,6 +207,11 @@ Result<Layout> resolve_layout(Layout l, const ModelSpec& model) {
                  divisors_up_to(std::gcd(model.num_kv_heads, model.ffn_hidden_size), 64));
   }
 
+  return ok_status();
+}
+
+// Derives dp (or checks it) so that tp x pp x dp is the GPU count.
+Status resolve_data_parallel(Layout& l) {
   // GPUs and data parallelism: tp * pp * dp must be the GPU count.
   const int64_t model_parallel = l.tp * l.pp;
   if (l.dp == 0) {
@@ -229,6 +236,10 @@ Result<Layout> resolve_layout(Layout l, const ModelSpec& model) {
                                               : std::string("impossible: gpus not divisible"));
   }
 
+  return ok_status();
+}
+
+Status resolve_sequence(Layout& l, const ModelSpec& model) {
   // Sequence.
   if (l.seq == 0) l.seq = model.max_seq_len;
   LOOM_RETURN_IF_ERROR(check_positive("seq", l.seq));
@@ -249,6 +260,10 @@ Result<Layout> resolve_layout(Layout l, const ModelSpec& model) {
                  l.seq, l.tp);
   }
 
+  return ok_status();
+}
+
+Status check_batch(const Layout& l) {
   // Batch: the global batch is whole micro-batches on every DP rank.
   if (l.gbs == 0) {
     return error(ErrorCode::kInvalidArgument, "give --gbs (the global batch size in sequences)");
@@ -263,6 +278,11 @@ Result<Layout> resolve_layout(Layout l, const ModelSpec& model) {
                  lower + per_step);
   }
 
+  return ok_status();
+}
+
+// Checks the schedule and derives (or checks) the blocks of every virtual stage.
+Status resolve_pipeline(Layout& l, const ModelSpec& model) {
   // Pipeline.
   if (l.vpp > 1) {
     if (l.pp < 2) {
@@ -313,6 +333,18 @@ Result<Layout> resolve_layout(Layout l, const ModelSpec& model) {
       }
     }
   }
+  return ok_status();
+}
+
+}  // namespace
+
+Result<Layout> resolve_layout(Layout l, const ModelSpec& model) {
+  LOOM_RETURN_IF_ERROR(check_scalars(l));
+  LOOM_RETURN_IF_ERROR(check_tensor_parallel(l, model));
+  LOOM_RETURN_IF_ERROR(resolve_data_parallel(l));
+  LOOM_RETURN_IF_ERROR(resolve_sequence(l, model));
+  LOOM_RETURN_IF_ERROR(check_batch(l));
+  LOOM_RETURN_IF_ERROR(resolve_pipeline(l, model));
   return l;
 }
 

@@ -58,110 +58,120 @@ void add_parameter_state(const FrameworkTraits& fw, const Layout& l, double para
   }
 }
 
+// Gathered full parameters of the current and prefetched unit, and the unsharded gradients of
+// one unit before its reduce-scatter.
+double zero3_buffer_bytes(const FrameworkTraits& fw, const StageContents& c) {
+  const double unit = static_cast<double>(c.largest_unit_params);
+  double gathered = fw.zero3_gathered_layers * unit;
+  double unsharded_grads = unit;
+  if (fw.zero3_max_live_params > 0) gathered = std::min(gathered, fw.zero3_max_live_params);
+  if (fw.zero3_reduce_bucket_params > 0) {
+    unsharded_grads = std::min(unsharded_grads, fw.zero3_reduce_bucket_params);
+  }
+  return gathered * fw.zero3_gather_bytes_per_param + unsharded_grads * fw.zero3_unsharded_grad_bytes;
+}
+
+// Everything one stage computes from, shared by all stages of a layout.
+struct StageInputs {
+  const MemoryModelInput& in;
+  const FrameworkTraits& fw;
+  BlockActivations block;
+  double act_bytes;      // bytes per activation element
+  double tokens;         // s x b of one micro-batch
+  double hidden_sharded; // h, or h / tp under sequence parallelism
+};
+
+StageMemory estimate_stage(const StageInputs& x, const StageContents& c, int64_t s) {
+  const ModelSpec& m = x.in.model;
+  const Layout& l = x.in.layout;
+  const FrameworkTraits& fw = x.fw;
+  StageMemory st;
+  st.stage = s;
+  st.blocks = c.blocks;
+  st.has_embedding = c.has_embedding;
+  st.has_lm_head = c.has_lm_head;
+  if (x.in.describe_stages) st.holds = describe_stage(l, s);
+  st.params_per_rank = c.params;
+  st.work_block_equivalents = c.work_block_equivalents;
+
+  add_parameter_state(fw, l, static_cast<double>(c.params), st.items);
+  if (l.zero == 3) st.items.push_back({"zero3_buffers", zero3_buffer_bytes(fw, c)});
+
+  // Stashed activations of the (chunk, micro-batch) pairs in flight at the first backward.
+  const double boundary = x.tokens * x.act_bytes * x.hidden_sharded;  // one [s, b, h] tensor
+  const std::vector<int64_t> inflight = inflight_chunks(l, s);
+  st.microbatches_in_flight = static_cast<int64_t>(inflight.size());
+  double stash = 0;
+  for (int64_t chunk : inflight) {
+    stash += static_cast<double>(l.partition[chunk]) * x.block.stored(l.recompute);
+    if (chunk == 0 && m.embedding_norm) stash += boundary;            // embedding LN input
+    if (chunk == l.num_chunks() - 1) stash += 2.0 * boundary;         // final norm, head inputs
+  }
+  st.items.push_back({"activations", stash});
+
+  // Transient phases: a block's backward, and the LM head's loss (on the last stage). Only the
+  // larger one counts toward the peak: the logits are freed before the blocks' backward.
+  const double working = c.blocks > 0 ? x.block.backward_working(l.recompute) : 0.0;
+  double logits = 0;
+  if (c.has_lm_head) {
+    const double vocab_local = static_cast<double>(m.padded_vocab(l.tp) / l.tp);
+    const double copies = l.schedule == core::PipelineSchedule::kGPipe
+                              ? static_cast<double>(l.num_microbatches())
+                              : 1.0;
+    logits = x.tokens * vocab_local * fw.logits_bytes_per_element * copies;
+  }
+  st.items.push_back({"backward_working", working});
+  st.items.push_back({"logits_and_loss", logits});
+
+  // Communication buffers: pipeline send/recv (forward activation and backward gradient) and
+  // the full-sequence all-gather buffer of sequence parallelism.
+  double comm = 0;
+  if (l.pp > 1) comm += 2.0 * boundary;
+  if (l.sp) comm += x.tokens * x.act_bytes * static_cast<double>(m.hidden_size);
+  st.items.push_back({"comm_buffers", comm});
+
+  double persistent = 0;
+  for (const auto& item : st.items) {
+    const std::string_view name = item.name;
+    if (name != "backward_working" && name != "logits_and_loss") persistent += item.bytes;
+  }
+  st.allocated_bytes = persistent + std::max(working, logits);
+  st.allocator_reserve_bytes = stash * fw.allocator_reserve_fraction;
+  st.fixed_overhead_bytes = core::gib_to_bytes(x.in.cluster.memory.total_gib());
+  st.peak_bytes = st.allocated_bytes + st.fixed_overhead_bytes;
+  return st;
+}
+
 }  // namespace
 
 core::Result<MemoryReport> estimate_memory(const MemoryModelInput& in) {
-  const ModelSpec& m = in.model;
   const Layout& l = in.layout;
   const FrameworkTraits& fw = framework_traits(in.framework);
   LOOM_RETURN_IF_ERROR(fw.check_layout(l));
   if (static_cast<int64_t>(l.partition.size()) != l.num_chunks() || l.dp < 1) {
     return core::error(core::ErrorCode::kInternal, "estimate_memory needs a resolved layout");
   }
-
   ActivationOptions act_opts = ActivationOptions::from_framework(fw);
   if (in.flash_attention) act_opts.flash_attention = *in.flash_attention;
   act_opts.dropout = in.dropout;
-  const BlockActivations block = block_activations(m, l, act_opts);
-  const double a = activation_bytes(l.precision);
-  const double tokens = static_cast<double>(l.seq * l.mbs);
-  const double h = static_cast<double>(m.hidden_size);
-  const double sp_div = l.sp ? static_cast<double>(l.tp) : 1.0;
+  const StageInputs x{in, fw, block_activations(in.model, l, act_opts),
+                      activation_bytes(l.precision), static_cast<double>(l.seq * l.mbs),
+                      static_cast<double>(in.model.hidden_size) / (l.sp ? l.tp : 1)};
 
   MemoryReport report;
   report.capacity_bytes = core::gib_to_bytes(in.cluster.usable_memory_gib());
-  const double fixed_bytes = core::gib_to_bytes(in.cluster.memory.total_gib());
-
   std::vector<StageContents> contents;
   contents.reserve(l.pp);
-  for (int64_t s = 0; s < l.pp; ++s) contents.push_back(stage_contents(m, l, s));
-
+  for (int64_t s = 0; s < l.pp; ++s) contents.push_back(stage_contents(in.model, l, s));
   for (int64_t s = 0; s < l.pp; ++s) {
-    const StageContents& c = contents[s];
-    StageMemory st;
-    st.stage = s;
-    st.blocks = c.blocks;
-    st.has_embedding = c.has_embedding;
-    st.has_lm_head = c.has_lm_head;
-    if (in.describe_stages) st.holds = describe_stage(l, s);
-    st.params_per_rank = c.params;
-    st.work_block_equivalents = c.work_block_equivalents;
-
-    add_parameter_state(fw, l, static_cast<double>(c.params), st.items);
-    if (l.zero == 3) {
-      // Gathered full parameters of the current and prefetched unit, and the unsharded
-      // gradients of one unit before its reduce-scatter.
-      const double unit = static_cast<double>(c.largest_unit_params);
-      double gathered = fw.zero3_gathered_layers * unit;
-      double unsharded_grads = unit;
-      if (fw.zero3_max_live_params > 0) gathered = std::min(gathered, fw.zero3_max_live_params);
-      if (fw.zero3_reduce_bucket_params > 0) {
-        unsharded_grads = std::min(unsharded_grads, fw.zero3_reduce_bucket_params);
-      }
-      st.items.push_back({"zero3_buffers", gathered * fw.zero3_gather_bytes_per_param +
-                                               unsharded_grads * fw.zero3_unsharded_grad_bytes});
-    }
-
-    // Stashed activations of the (chunk, micro-batch) pairs in flight at the first backward.
-    const std::vector<int64_t> inflight = inflight_chunks(l, s);
-    st.microbatches_in_flight = static_cast<int64_t>(inflight.size());
-    double stash = 0;
-    for (int64_t chunk : inflight) {
-      stash += static_cast<double>(l.partition[chunk]) * block.stored(l.recompute);
-      if (chunk == 0 && m.embedding_norm) stash += tokens * a * h / sp_div;  // embedding LN input
-      if (chunk == l.num_chunks() - 1) stash += 2.0 * tokens * a * h / sp_div;  // final norm, head
-    }
-    st.items.push_back({"activations", stash});
-
-    // Transient phases: a block's backward, and the LM head's loss (on the last stage). Only
-    // the larger one counts toward the peak: the logits are freed before the blocks' backward.
-    const double working = c.blocks > 0 ? block.backward_working(l.recompute) : 0.0;
-    double logits = 0;
-    if (c.has_lm_head) {
-      const double vocab_local = static_cast<double>(m.padded_vocab(l.tp) / l.tp);
-      const double copies = l.schedule == core::PipelineSchedule::kGPipe
-                                ? static_cast<double>(l.num_microbatches())
-                                : 1.0;
-      logits = tokens * vocab_local * fw.logits_bytes_per_element * copies;
-    }
-    st.items.push_back({"backward_working", working});
-    st.items.push_back({"logits_and_loss", logits});
-
-    // Communication buffers: pipeline send/recv (forward activation and backward gradient)
-    // and the full-sequence all-gather buffer of sequence parallelism.
-    double comm = 0;
-    if (l.pp > 1) comm += 2.0 * tokens * a * h / sp_div;
-    if (l.sp) comm += tokens * a * h;
-    st.items.push_back({"comm_buffers", comm});
-
-    double persistent = 0;
-    for (const auto& item : st.items) {
-      const std::string_view name = item.name;
-      if (name != "backward_working" && name != "logits_and_loss") persistent += item.bytes;
-    }
-    st.allocated_bytes = persistent + std::max(working, logits);
-    st.allocator_reserve_bytes = stash * fw.allocator_reserve_fraction;
-    st.fixed_overhead_bytes = fixed_bytes;
-    st.peak_bytes = st.allocated_bytes + st.fixed_overhead_bytes;
-    if (st.peak_bytes > report.peak_bytes) {
-      report.peak_bytes = st.peak_bytes;
+    report.stages.push_back(estimate_stage(x, contents[s], s));
+    if (report.stages.back().peak_bytes > report.peak_bytes) {
+      report.peak_bytes = report.stages.back().peak_bytes;
       report.peak_stage = s;
     }
-    report.stages.push_back(std::move(st));
   }
   report.fits = report.peak_bytes <= report.capacity_bytes;
   report.checkpoint = estimate_checkpoint(contents, in.cluster, l, fw);
-
   if (l.tp > in.cluster.gpus_per_node) {
     report.warnings.push_back(fmt::format(
         "tp {} is larger than the {} GPUs of a node: tensor-parallel all-reduces cross the "

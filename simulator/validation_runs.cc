@@ -99,32 +99,15 @@ void parse_precision(ValidationRun& r, const std::string& precision) {
   }
 }
 
-ValidationRun parse_run(const YAML::Node& e) {
-  ValidationRun r;
-  r.id = text(e["id"]);
-  r.group = text(e["group"]);
-  r.source = text(e["source"]["ref"]);
-  r.framework_text = text(e["framework"]);
-  r.cluster_profile = text(e["cluster_profile"]);
-  const YAML::Node model = e["model"];
-  const YAML::Node layout = e["layout"];
-  const YAML::Node measured = e["measured"];
-  const YAML::Node assumptions = e["assumptions"];
-  r.params_b = number(model["params_b"]).value_or(0.0);
+Framework framework_family(const std::string& fw) {
+  if (contains(fw, "nanotron")) return Framework::kNanotron;
+  if (contains(fw, "FSDP")) return Framework::kFsdp;
+  if (contains(fw, "DeepSpeed")) return Framework::kMegatronDeepSpeed;
+  return Framework::kMegatron;
+}
 
-  // Framework family.
-  const std::string& fw = r.framework_text;
-  if (contains(fw, "nanotron")) {
-    r.framework = Framework::kNanotron;
-  } else if (contains(fw, "FSDP")) {
-    r.framework = Framework::kFsdp;
-  } else if (contains(fw, "DeepSpeed")) {
-    r.framework = Framework::kMegatronDeepSpeed;
-  } else {
-    r.framework = Framework::kMegatron;
-  }
-
-  // Model shape.
+// Model shape as published plus the family's architecture; returns the sequence length.
+int64_t parse_model(const YAML::Node& model, const YAML::Node& assumptions, ValidationRun& r) {
   core::ModelSpec& m = r.model;
   m.name = text(model["name"]).empty() ? r.id : text(model["name"]);
   m.num_layers = integer(model["layers"]).value_or(0);
@@ -181,7 +164,10 @@ ValidationRun parse_run(const YAML::Node& e) {
   }
   m.max_seq_len = seq;
 
-  // Layout.
+  return seq;
+}
+
+void parse_layout(const YAML::Node& e, const YAML::Node& layout, int64_t seq, ValidationRun& r) {
   core::Layout& l = r.layout;
   l.tp = integer(layout["tp"]).value_or(0);
   l.pp = integer(layout["pp"]).value_or(0);
@@ -209,7 +195,9 @@ ValidationRun parse_run(const YAML::Node& e) {
     r.assumptions.push_back(fmt::format("gbs rounded up to {} (whole micro-batches)", l.gbs));
   }
 
-  // Measurements.
+}
+
+void parse_measurements(const YAML::Node& measured, ValidationRun& r) {
   if (auto mem = number(measured["memory_gb"])) {
     r.measured_memory_gib = *mem;
     if (r.framework == Framework::kNanotron) {
@@ -222,7 +210,12 @@ ValidationRun parse_run(const YAML::Node& e) {
   }
   r.measured_iter_time_s = number(measured["iter_time_s"]);
 
-  // What cannot be reconstructed.
+}
+
+// What cannot be reconstructed, or says nothing about a full training run.
+void set_skip_reason(const YAML::Node& measured, int64_t seq, ValidationRun& r) {
+  const core::ModelSpec& m = r.model;
+  const core::Layout& l = r.layout;
   std::string missing;
   auto need = [&](const char* what, int64_t v) {
     if (v <= 0) missing += (missing.empty() ? "" : ", ") + std::string(what);
@@ -243,6 +236,26 @@ ValidationRun parse_run(const YAML::Node& e) {
   if (r.skip_reason.empty() && number(measured["layer_forward_ms"]) && !r.measured_iter_time_s) {
     r.skip_reason = "per-layer timing, not a training run";
   }
+}
+
+ValidationRun parse_run(const YAML::Node& e) {
+  ValidationRun r;
+  r.id = text(e["id"]);
+  r.group = text(e["group"]);
+  r.source = text(e["source"]["ref"]);
+  r.framework_text = text(e["framework"]);
+  r.cluster_profile = text(e["cluster_profile"]);
+  const YAML::Node model = e["model"];
+  const YAML::Node layout = e["layout"];
+  const YAML::Node measured = e["measured"];
+  const YAML::Node assumptions = e["assumptions"];
+  r.params_b = number(model["params_b"]).value_or(0.0);
+
+  r.framework = framework_family(r.framework_text);
+  const int64_t seq = parse_model(model, assumptions, r);
+  parse_layout(e, layout, seq, r);
+  parse_measurements(measured, r);
+  set_skip_reason(measured, seq, r);
   return r;
 }
 
