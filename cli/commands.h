@@ -17,5 +17,6 @@ CommandRunner register_models_command(CLI::App& app);
 CommandRunner register_clusters_command(CLI::App& app);
 CommandRunner register_validate_command(CLI::App& app);
 CommandRunner register_devices_command(CLI::App& app);
+CommandRunner register_simulate_command(CLI::App& app);
 
 }  // namespace loom::cli

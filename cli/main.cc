@@ -13,6 +13,7 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", "loom 0.1.0");
   std::vector<loom::cli::CommandRunner> runners = {
       loom::cli::register_memory_command(app),
+      loom::cli::register_simulate_command(app),
       loom::cli::register_models_command(app),
       loom::cli::register_clusters_command(app),
       loom::cli::register_validate_command(app),

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <iostream>
+#include <map>
 #include <memory>
 
 #include <nlohmann/json.hpp>
@@ -11,6 +12,7 @@
 #include "cli/commands.h"
 #include "cli/table.h"
 #include "simulator/memory_validation.h"
+#include "simulator/step_validation.h"
 
 namespace loom::cli {
 
@@ -21,7 +23,27 @@ struct ValidateArgs {
   std::string metric = "memory";
   bool json = false;
   bool markdown = false;
+  std::vector<std::string> framework_params;  // "fsdp.attention_efficiency_scale=0.6"
 };
+
+// Parses --framework-param FRAMEWORK.TRAIT=VALUE into per-framework trait overrides.
+core::Result<std::map<sim::Framework, sim::FrameworkTraits>> parse_framework_params(
+    const std::vector<std::string>& params) {
+  std::map<sim::Framework, sim::FrameworkTraits> out;
+  for (const auto& p : params) {
+    const size_t dot = p.find('.');
+    if (dot == std::string::npos) {
+      return core::error(core::ErrorCode::kInvalidArgument,
+                         "--framework-param '{}': expected FRAMEWORK.TRAIT=VALUE, e.g. "
+                         "fsdp.attention_efficiency_scale=0.6",
+                         p);
+    }
+    LOOM_ASSIGN_OR_RETURN(sim::Framework fw, sim::parse_framework(p.substr(0, dot)));
+    if (!out.count(fw)) out.emplace(fw, sim::framework_traits(fw));
+    LOOM_RETURN_IF_ERROR(sim::apply_framework_param(out.at(fw), p.substr(dot + 1)));
+  }
+  return out;
+}
 
 using sim::MemoryValidation;
 
@@ -113,6 +135,89 @@ void print_json(const std::vector<MemoryValidation>& results, const sim::MemoryV
   std::cout << out.dump(2) << "\n";
 }
 
+using sim::StepValidation;
+
+void print_step_text(const std::vector<StepValidation>& results,
+                     const sim::StepValidationSummary& s, bool markdown) {
+  Table t;
+  for (const char* h : {"run", "framework", "layout", "measured s", "source", "predicted s",
+                        "error %", "status"}) {
+    const std::string name = h;
+    t.add_column(h, name == "run" || name == "layout" || name == "status" ||
+                            name == "framework" || name == "source"
+                        ? Table::Align::kLeft
+                        : Table::Align::kRight);
+  }
+  std::string md = "| run | framework | layout | measured s | predicted s | error % |\n"
+                   "|---|---|---|---:|---:|---:|\n";
+  for (const auto& r : results) {
+    const bool ok = r.status == StepValidation::Status::kSimulated;
+    const std::string status = ok ? ""
+                               : (r.status == StepValidation::Status::kSkipped ? "skipped: "
+                                                                               : "rejected: ") +
+                                     r.reason;
+    t.add_row({r.run->id, sim::to_string(r.run->framework), r.layout,
+               r.measured_s > 0 ? fmt::format("{:.3f}", r.measured_s) : "-", r.measured_source,
+               ok ? fmt::format("{:.3f}", r.predicted_s) : "-",
+               ok ? fmt::format("{:+.1f}", r.error_pct) : "-", status});
+    if (ok) {
+      md += fmt::format("| {} | {} | {} | {:.3f} | {:.3f} | {:+.1f} |\n", r.run->id,
+                        sim::to_string(r.run->framework), r.layout, r.measured_s, r.predicted_s,
+                        r.error_pct);
+    }
+  }
+  std::cout << (markdown ? md : t.render());
+  std::cout << fmt::format("\n{} runs: {} simulated, {} skipped (see status), {} rejected\n",
+                           s.total, s.simulated, s.skipped, s.rejected);
+  std::cout << fmt::format("step time: MAPE {:.1f}%, mean error {:+.1f}%, max |error| {:.1f}% ({})\n",
+                           s.mape_pct, s.mean_error_pct, s.max_abs_error_pct, s.max_error_run);
+  if (!s.groups.empty()) {
+    std::cout << fmt::format("ranking over {} groups of >= 3 layouts (same model, GPUs, batch): "
+                             "median Spearman {:.2f}, mean regret of the top-ranked layout {:.1f}%\n",
+                             s.groups.size(), s.median_spearman, s.mean_regret_pct);
+  }
+}
+
+void print_step_json(const std::vector<StepValidation>& results, const sim::StepValidationSummary& s) {
+  nlohmann::json runs = nlohmann::json::array();
+  for (const auto& r : results) {
+    nlohmann::json j = {{"id", r.run->id}, {"framework", sim::to_string(r.run->framework)},
+                        {"assumptions", r.run->assumptions}};
+    j["status"] = r.status == StepValidation::Status::kSimulated ? "simulated"
+                  : r.status == StepValidation::Status::kSkipped ? "skipped"
+                                                                 : "rejected";
+    if (!r.reason.empty()) j["reason"] = r.reason;
+    if (r.measured_s > 0) {
+      j["measured_s"] = r.measured_s;
+      j["measured_source"] = r.measured_source;
+    }
+    if (r.status == StepValidation::Status::kSimulated) {
+      j["layout"] = r.layout;
+      j["predicted_s"] = r.predicted_s;
+      j["error_pct"] = r.error_pct;
+      j["group"] = r.group_key;
+    }
+    runs.push_back(j);
+  }
+  nlohmann::json groups = nlohmann::json::array();
+  for (const auto& g : s.groups) {
+    groups.push_back({{"group", g.key}, {"runs", g.runs}, {"spearman", g.spearman},
+                      {"regret_pct", g.regret_pct}});
+  }
+  std::cout << nlohmann::json{{"runs", runs},
+                              {"groups", groups},
+                              {"summary",
+                               {{"total", s.total}, {"simulated", s.simulated},
+                                {"skipped", s.skipped}, {"rejected", s.rejected},
+                                {"mape_pct", s.mape_pct}, {"mean_error_pct", s.mean_error_pct},
+                                {"max_abs_error_pct", s.max_abs_error_pct},
+                                {"max_error_run", s.max_error_run},
+                                {"median_spearman", s.median_spearman},
+                                {"mean_regret_pct", s.mean_regret_pct}}}}
+                   .dump(2)
+            << "\n";
+}
+
 }  // namespace
 
 CommandRunner register_validate_command(CLI::App& app) {
@@ -122,11 +227,14 @@ CommandRunner register_validate_command(CLI::App& app) {
   cmd->add_option("--runs", args->runs,
                   "validation file (e.g. ../shared/validation/published_runs.yaml)")
       ->required();
-  cmd->add_option("--metric", args->metric, "what to validate: memory")
-      ->check(CLI::IsMember({"memory"}))
+  cmd->add_option("--metric", args->metric, "what to validate: memory or step-time")
+      ->check(CLI::IsMember({"memory", "step-time"}))
       ->capture_default_str();
   cmd->add_flag("--json", args->json, "print JSON");
   cmd->add_flag("--markdown", args->markdown, "print the per-run table as Markdown");
+  cmd->add_option("--framework-param", args->framework_params,
+                  "override a framework trait for step-time validation, FRAMEWORK.TRAIT=VALUE "
+                  "(repeatable; e.g. fsdp.attention_efficiency_scale=0.6)");
   return [cmd, args]() -> core::Status {
     if (!cmd->parsed()) return core::ok_status();
     LOOM_ASSIGN_OR_RETURN(std::vector<sim::ValidationRun> runs,
@@ -135,6 +243,19 @@ CommandRunner register_validate_command(CLI::App& app) {
     auto progress = [tty](size_t i, size_t n, const std::string& id) {
       if (tty) std::cerr << fmt::format("\r[{}/{}] {:<60}", i + 1, n, id) << std::flush;
     };
+    if (args->metric == "step-time") {
+      LOOM_ASSIGN_OR_RETURN(auto traits, parse_framework_params(args->framework_params));
+      LOOM_ASSIGN_OR_RETURN(std::vector<StepValidation> steps,
+                            sim::validate_step_time(runs, progress, traits));
+      if (tty) std::cerr << "\r" << std::string(72, ' ') << "\r";
+      const auto summary = sim::summarize(steps);
+      if (args->json) {
+        print_step_json(steps, summary);
+      } else {
+        print_step_text(steps, summary, args->markdown);
+      }
+      return core::ok_status();
+    }
     LOOM_ASSIGN_OR_RETURN(std::vector<MemoryValidation> results, sim::validate_memory(runs, progress));
     if (tty) std::cerr << "\r" << std::string(72, ' ') << "\r";
     const auto summary = sim::summarize(results);

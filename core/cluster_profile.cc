@@ -75,6 +75,19 @@ Result<ClusterProfile> cluster_profile_from_yaml(const YAML::Node& node, const s
   LOOM_RETURN_IF_ERROR(m.required("headroom_gib", c.memory.headroom_gib));
   LOOM_RETURN_IF_ERROR(m.finish());
 
+  if (r.has("compute")) {
+    YamlReader k = r.child("compute", true);
+    c.compute.present = true;
+    LOOM_RETURN_IF_ERROR(k.required("sm_count", c.compute.sm_count));
+    LOOM_RETURN_IF_ERROR(k.required("gemm_max_efficiency", c.compute.gemm_max_efficiency));
+    LOOM_RETURN_IF_ERROR(k.required("gemm_launch_us", c.compute.gemm_launch_us));
+    LOOM_RETURN_IF_ERROR(k.required("memory_efficiency", c.compute.memory_efficiency));
+    LOOM_RETURN_IF_ERROR(k.required("elementwise_launch_us", c.compute.elementwise_launch_us));
+    LOOM_RETURN_IF_ERROR(k.required("attention_fwd_efficiency", c.compute.attention_fwd_efficiency));
+    LOOM_RETURN_IF_ERROR(k.required("attention_bwd_efficiency", c.compute.attention_bwd_efficiency));
+    LOOM_RETURN_IF_ERROR(k.finish());
+  }
+
   LOOM_RETURN_IF_ERROR(r.finish());
   LOOM_RETURN_IF_ERROR(c.validate().with_context(origin));
   return c;
@@ -131,6 +144,22 @@ Status ClusterProfile::validate() const {
                  "cluster '{}': fixed overheads ({:.2f} GiB) plus headroom ({:.2f} GiB) leave no "
                  "memory of the device's {:.2f} GiB",
                  name, memory.total_gib(), memory.headroom_gib, device.memory_gib);
+  }
+  if (compute.present) {
+    LOOM_RETURN_IF_ERROR(positive("compute.sm_count", compute.sm_count));
+    LOOM_RETURN_IF_ERROR(non_negative("compute.gemm_launch_us", compute.gemm_launch_us));
+    LOOM_RETURN_IF_ERROR(non_negative("compute.elementwise_launch_us", compute.elementwise_launch_us));
+    for (const auto& [field, v] :
+         {std::pair{"compute.gemm_max_efficiency", compute.gemm_max_efficiency},
+          std::pair{"compute.memory_efficiency", compute.memory_efficiency},
+          std::pair{"compute.attention_fwd_efficiency", compute.attention_fwd_efficiency},
+          std::pair{"compute.attention_bwd_efficiency", compute.attention_bwd_efficiency}}) {
+      if (!(v > 0 && v <= 1)) {
+        return error(ErrorCode::kInvalidArgument,
+                     "cluster '{}': field '{}' = {} must be in (0, 1] (achieved / peak)", name,
+                     field, v);
+      }
+    }
   }
   if (gpu_failures_per_gpu_hour && *gpu_failures_per_gpu_hour < 0) {
     return error(ErrorCode::kInvalidArgument,

@@ -54,6 +54,19 @@ struct MemoryOverheads {
   double total_gib() const { return cuda_context_gib + library_workspace_gib + nccl_buffers_gib; }
 };
 
+// Parameters of the per-device compute model (simulator/compute_model.h). Optional: a profile
+// without them supports the memory model only, and step-time simulation says so.
+struct ComputeSpec {
+  bool present = false;
+  int sm_count = 0;                  // streaming multiprocessors (GEMM wave quantization)
+  double gemm_max_efficiency = 0;    // large, well-shaped GEMMs: achieved / dense peak
+  double gemm_launch_us = 0;         // fixed cost per GEMM kernel
+  double memory_efficiency = 0;      // streaming kernels: achieved / HBM bandwidth
+  double elementwise_launch_us = 0;  // fixed cost per memory-bound kernel
+  double attention_fwd_efficiency = 0;  // flash attention forward: achieved / dense peak
+  double attention_bwd_efficiency = 0;  // flash attention backward
+};
+
 struct ClusterProfile {
   std::string name;
   std::string description;
@@ -66,6 +79,7 @@ struct ClusterProfile {
   std::optional<double> gpu_failures_per_gpu_hour;  // unknown when absent
   std::optional<double> price_usd_per_gpu_hour;
   MemoryOverheads memory;
+  ComputeSpec compute;
 
   double usable_memory_gib() const { return device.memory_gib - memory.headroom_gib; }
   Status validate() const;

@@ -14,115 +14,177 @@ constexpr double kPyTorchReserveFraction = 0.3;
 
 const FrameworkTraits kTraits[] = {
     {
-        Framework::kMegatron, "megatron",
+        .id = Framework::kMegatron,
+        .name = "megatron",
+        .description =
         "Megatron-LM / Megatron-Core: fp32 main grads fused into the grad buffer, distributed "
         "optimizer = ZeRO-1, vocab-parallel cross-entropy, Transformer Engine flash attention",
-        /*grad_bytes_bf16=*/4,  // accumulate_allreduce_grads_in_fp32 is forced on for bf16
-        /*grad_bytes_fp16=*/2,  // fp16 grads; the optimizer keeps an fp32 copy (below)
-        /*half_grad_transient_bytes=*/0,  // gradient_accumulation_fusion writes main_grad
-        /*fsdp_flat_params=*/false,
+        .grad_bytes_bf16 = 4,  // accumulate_allreduce_grads_in_fp32 is forced on for bf16
+        .grad_bytes_fp16 = 2,  // fp16 grads; the optimizer keeps an fp32 copy (below)
+        .half_grad_transient_bytes = 0,  // gradient_accumulation_fusion writes main_grad
+        .fsdp_flat_params = false,
         // docs/source/api-guide/dist_optimizer.md: fp16 params + fp16 grads = 20 bytes/param
         // (2 + 2 + 16 optimizer-side: fp32 param, fp32 grad, Adam m, v).
-        /*extra_optimizer_bytes_fp16=*/4,
-        /*ddp_bucket_bytes=*/0,  // DDP buckets are views into the grad buffer
-        /*zero3_gathered_layers=*/2, /*zero3_gather_bytes_per_param=*/2,
-        /*zero3_unsharded_grad_bytes=*/4,
-        /*zero3_max_live_params=*/0, /*zero3_reduce_bucket_params=*/0,
-        /*swiglu_saved_f=*/3,  // fused bias_swiglu saves fc1 output [2f]; fc2 saves its input [f]
-        /*attention_extra_kv_copies=*/0,
+        .extra_optimizer_bytes_fp16 = 4,
+        .ddp_bucket_bytes = 0,  // DDP buckets are views into the grad buffer
+        .zero3_gathered_layers = 2, .zero3_gather_bytes_per_param = 2,
+        .zero3_unsharded_grad_bytes = 4,
+        .zero3_max_live_params = 0, .zero3_reduce_bucket_params = 0,
+        .swiglu_saved_f = 3,  // fused bias_swiglu saves fc1 output [2f]; fc2 saves its input [f]
+        .attention_extra_kv_copies = 0,
         // _VocabParallelCrossEntropy: bf16 logits (2) + .float() copy kept as softmax (4).
-        /*logits_bytes_per_element=*/6,
-        /*flash_attention=*/true,
-        /*allocator_reserve_fraction=*/kPyTorchReserveFraction,
-        /*tied_copy_optimizer_saved=*/false,
+        .logits_bytes_per_element = 6,
+        .flash_attention = true,
+        .allocator_reserve_fraction = kPyTorchReserveFraction,
+        // Megatron-LM defaults: --tp-comm-overlap off, --overlap-grad-reduce off (the 2021-22
+        // runs had neither; Megatron-Core runs that set them override these).
+        .tp_comm_overlap = 0.0, .dp_comm_overlap = 0.0, .iteration_overhead_s = 0.0,
+        // Fitted on the 23 Megatron-LM runs of published_runs.yaml (SC21 Tables 1, Korthikanti
+        // Table 5; scripts/calibrate_frameworks.py megatron gemm_efficiency_scale=0.9,0.95,1.0 ...): the 2021-22 fp16
+        // stack reached 90% of today's cuBLAS rates on the same shapes.
+        .gemm_efficiency_scale = 0.9,
+        .tied_copy_optimizer_saved = false,
     },
     {
-        Framework::kMegatronDeepSpeed, "megatron-deepspeed",
+        .id = Framework::kMegatronDeepSpeed,
+        .name = "megatron-deepspeed",
+        .description =
         "Megatron-DeepSpeed (BigScience, vTrain): Megatron model code, DeepSpeed pipeline and "
         "ZeRO; bf16 through DeepSpeed's BF16_Optimizer; fused softmax attention (2022)",
-        /*grad_bytes_bf16=*/4,  // BF16_Optimizer: fp32 gradient accumulation buffer
-        /*grad_bytes_fp16=*/2,  // Megatron's fp16 optimizer path (ZeRO-0)
-        /*half_grad_transient_bytes=*/2,  // bf16 .grad until update_hp_grads folds it in
-        /*fsdp_flat_params=*/false,
+        .grad_bytes_bf16 = 4,  // BF16_Optimizer: fp32 gradient accumulation buffer
+        .grad_bytes_fp16 = 2,  // Megatron's fp16 optimizer path (ZeRO-0)
+        .half_grad_transient_bytes = 2,  // bf16 .grad until update_hp_grads folds it in
+        .fsdp_flat_params = false,
         // DeepSpeed's FP16_Optimizer and ZeRO keep fp32 gradients only inside step(), when the
         // activations are gone: 2 + 2 + 4 + 8 = 16 bytes per parameter at the peak.
-        /*extra_optimizer_bytes_fp16=*/0,
-        /*ddp_bucket_bytes=*/0,
-        /*zero3_gathered_layers=*/2, /*zero3_gather_bytes_per_param=*/2,
-        /*zero3_unsharded_grad_bytes=*/2,
+        .extra_optimizer_bytes_fp16 = 0,
+        .ddp_bucket_bytes = 0,
+        .zero3_gathered_layers = 2, .zero3_gather_bytes_per_param = 2,
+        .zero3_unsharded_grad_bytes = 2,
         // DeepSpeed defaults: stage3_max_live_parameters 1e9, reduce_bucket_size 5e8.
-        /*zero3_max_live_params=*/1e9, /*zero3_reduce_bucket_params=*/5e8,
-        /*swiglu_saved_f=*/3,
-        /*attention_extra_kv_copies=*/0,
-        /*logits_bytes_per_element=*/6,  // same vocab-parallel cross-entropy as Megatron
-        /*flash_attention=*/false,
-        /*allocator_reserve_fraction=*/kPyTorchReserveFraction,
-        /*tied_copy_optimizer_saved=*/true,
+        .zero3_max_live_params = 1e9, .zero3_reduce_bucket_params = 5e8,
+        .swiglu_saved_f = 3,
+        .attention_extra_kv_copies = 0,
+        .logits_bytes_per_element = 6,  // same vocab-parallel cross-entropy as Megatron
+        .flash_attention = false,
+        .allocator_reserve_fraction = kPyTorchReserveFraction,
+        // BLOOM / vTrain: TP collectives on the critical path; DeepSpeed reduces gradients
+        // after the backward of the last micro-batch (overlap_comm off for BF16_Optimizer).
+        .tp_comm_overlap = 0.0, .dp_comm_overlap = 0.0, .iteration_overhead_s = 0.0,
+        // BF16_Optimizer all-reduces the fp32 gradients, then updates its partition.
+        .zero1_gradient_allreduce = true,
+        // deepspeed/runtime/pipe/engine.py: SendActivation / RecvActivation instructions run in
+        // order with blocking p2p; with tensor parallelism each rank sends its 1/tp partition
+        // (is_pipe_partitioned) and the receiver all-gathers it.
+        .pipeline_scatter_gather = true,
+        .pipeline_p2p_blocking = true,
+        // ZeRO-3 as DeepSpeed ran it in 2021 (SC21 Table 2): one all-gather per weight matrix
+        // plus one for the coalesced biases and norms (5 per GPT block), re-fetched for the
+        // checkpointed forward; prefetch and per-rank costs fitted below.
+        .zero3_collectives_per_gather = 5,
+        .zero3_regather_on_recompute = true,
+        // Fitted on SC21 Table 2's six ZeRO-3 runs (175B/530B on 384-2240 GPUs; grid in
+        // docs/validation/step-time.md): no effective prefetch, and ~18 us of host work per
+        // rank of the group per collective (2021 DeepSpeed gathered into per-rank tensor lists).
+        .zero3_prefetch_overlap = 0.0,
+        .zero3_per_rank_overhead_us = 18,
+        // Fitted on vTrain's 723 single-node runs (scripts/calibrate_frameworks.py megatron-deepspeed
+        // kernel_dispatch_us=40,60,80,100 collective_launch_us=20,40,80): small models at
+        // micro-batch 1 are bound by the host issuing ~2-3 PyTorch kernels per Loom op.
+        .kernel_dispatch_us = 60,
+        .collective_launch_us = 40,
+        .tied_copy_optimizer_saved = true,
     },
     {
-        Framework::kFsdp, "fsdp",
+        .id = Framework::kFsdp,
+        .name = "fsdp",
+        .description =
         "PyTorch FSDP as MosaicML llm-foundry runs it: fp32 flat parameters sharded over DP, "
         "low-precision copies gathered per wrapped block under autocast, fused cross-entropy",
-        /*grad_bytes_bf16=*/4,  // fp32 gradients of the fp32 flat parameters
-        /*grad_bytes_fp16=*/4,
-        /*half_grad_transient_bytes=*/0,
-        /*fsdp_flat_params=*/true,
-        /*extra_optimizer_bytes_fp16=*/0,
-        /*ddp_bucket_bytes=*/0,
+        .grad_bytes_bf16 = 4,  // fp32 gradients of the fp32 flat parameters
+        .grad_bytes_fp16 = 4,
+        .half_grad_transient_bytes = 0,
+        .fsdp_flat_params = true,
+        .extra_optimizer_bytes_fp16 = 0,
+        .ddp_bucket_bytes = 0,
         // FULL_SHARD with backward prefetch: current + next unit gathered; under amp_bf16 the
         // gathered parameter is fp32 (4) and autocast caches a bf16 cast (2).
-        /*zero3_gathered_layers=*/2, /*zero3_gather_bytes_per_param=*/6,
-        /*zero3_unsharded_grad_bytes=*/4,
-        /*zero3_max_live_params=*/0, /*zero3_reduce_bucket_params=*/0,
-        /*swiglu_saved_f=*/4,  // eager PyTorch: gate/up output, silu output, product
-        /*attention_extra_kv_copies=*/0,
+        .zero3_gathered_layers = 2, .zero3_gather_bytes_per_param = 6,
+        .zero3_unsharded_grad_bytes = 4,
+        .zero3_max_live_params = 0, .zero3_reduce_bucket_params = 0,
+        .swiglu_saved_f = 4,  // eager PyTorch: gate/up output, silu output, product
+        .attention_extra_kv_copies = 0,
         // llm-foundry's default loss_fn fused_crossentropy (flash-attn's xentropy kernel):
         // bf16 logits (2) and their bf16 gradient (2); no fp32 copy.
-        /*logits_bytes_per_element=*/4,
-        /*flash_attention=*/true,
-        /*allocator_reserve_fraction=*/kPyTorchReserveFraction,
-        /*tied_copy_optimizer_saved=*/false,
+        .logits_bytes_per_element = 4,
+        .flash_attention = true,
+        .allocator_reserve_fraction = kPyTorchReserveFraction,
+        // FSDP reduce-scatters each unit's gradients as soon as its backward finishes.
+        .tp_comm_overlap = 0.0, .dp_comm_overlap = 1.0, .iteration_overhead_s = 0.0,
+        // Fitted on MosaicML's 61 MPT runs (scripts/calibrate_frameworks.py fsdp attention_efficiency_scale=0.45..0.7
+        // elementwise_traffic_scale=1,1.5,2,3): llm-foundry's triton flash attention runs at
+        // 0.55 of FlashAttention-2 (errors grew with sequence length), and its eager
+        // bias/GeLU/LayerNorm kernels move 1.5x the fused traffic.
+        .attention_efficiency_scale = 0.55,
+        .elementwise_traffic_scale = 1.5,
+        .tied_copy_optimizer_saved = false,
     },
     {
-        Framework::kNanotron, "nanotron",
+        .id = Framework::kNanotron,
+        .name = "nanotron",
+        .description =
         "Hugging Face nanotron: bf16 weights, full fp32 gradient accumulator even under ZeRO-1, "
         "fp32 master + AdamW sharded by ZeRO-1, flash-attn, eager SwiGLU",
-        /*grad_bytes_bf16=*/4,  // FP32GradientAccumulator: buffer over all parameters
-        /*grad_bytes_fp16=*/4,
-        /*half_grad_transient_bytes=*/2,  // bf16 .grad until accumulated after backward
-        /*fsdp_flat_params=*/false,
-        /*extra_optimizer_bytes_fp16=*/0,
-        /*ddp_bucket_bytes=*/2,  // torch DDP (ZeRO-0, dp > 1) with its own bf16 buckets
-        /*zero3_gathered_layers=*/2, /*zero3_gather_bytes_per_param=*/2,
-        /*zero3_unsharded_grad_bytes=*/2,
-        /*zero3_max_live_params=*/0, /*zero3_reduce_bucket_params=*/0,
-        /*swiglu_saved_f=*/4,  // GLUActivation: merged gate/up [2f] + silu [f] + product [f]
-        /*attention_extra_kv_copies=*/1,  // concatenated K/V copy for flash_attn_varlen_kvpacked
+        .grad_bytes_bf16 = 4,  // FP32GradientAccumulator: buffer over all parameters
+        .grad_bytes_fp16 = 4,
+        .half_grad_transient_bytes = 2,  // bf16 .grad until accumulated after backward
+        .fsdp_flat_params = false,
+        .extra_optimizer_bytes_fp16 = 0,
+        .ddp_bucket_bytes = 2,  // torch DDP (ZeRO-0, dp > 1) with its own bf16 buckets
+        .zero3_gathered_layers = 2, .zero3_gather_bytes_per_param = 2,
+        .zero3_unsharded_grad_bytes = 2,
+        .zero3_max_live_params = 0, .zero3_reduce_bucket_params = 0,
+        .swiglu_saved_f = 4,  // GLUActivation: merged gate/up [2f] + silu [f] + product [f]
+        .attention_extra_kv_copies = 1,  // concatenated K/V copy for flash_attn_varlen_kvpacked
         // cast_to_fp32 copy (4) + logits - max copy (4) + bf16 logits (2).
-        /*logits_bytes_per_element=*/10,
-        /*flash_attention=*/true,
-        /*allocator_reserve_fraction=*/kPyTorchReserveFraction,
-        /*tied_copy_optimizer_saved=*/false,
+        .logits_bytes_per_element = 10,
+        .flash_attention = true,
+        .allocator_reserve_fraction = kPyTorchReserveFraction,
+        // tp_linear_async_communication overlaps the all-gather with the matmul (not the
+        // reduce-scatter); DDP buckets overlap the gradient all-reduce with backward.
+        .tp_comm_overlap = 0.5, .dp_comm_overlap = 1.0,
+        // Fitted on nanotron's 26 runs (scripts/calibrate_frameworks.py nanotron iteration_overhead_s=0.05,0.1,0.15
+        // gemm_efficiency_scale=0.8,0.9 collective_launch_us=0,40 ...).
+        .iteration_overhead_s = 0.1,
+        // sync_gradients_across_dp(reduce_scatter=False): full fp32 all-reduce under ZeRO-1.
+        .zero1_gradient_allreduce = true,
+        .gemm_efficiency_scale = 0.8,
+        .collective_launch_us = 40,
+        .tied_copy_optimizer_saved = false,
     },
     {
-        Framework::kLoom, "loom",
+        .id = Framework::kLoom,
+        .name = "loom",
+        .description =
         "Loom's own trainer: one device allocation per buffer class, fused chunked LM-head "
         "cross-entropy that overwrites the logits with their gradients",
-        /*grad_bytes_bf16=*/4,
-        /*grad_bytes_fp16=*/4,
-        /*half_grad_transient_bytes=*/0,
-        /*fsdp_flat_params=*/false,
-        /*extra_optimizer_bytes_fp16=*/0,
-        /*ddp_bucket_bytes=*/0,
-        /*zero3_gathered_layers=*/2, /*zero3_gather_bytes_per_param=*/2,
-        /*zero3_unsharded_grad_bytes=*/4,
-        /*zero3_max_live_params=*/0, /*zero3_reduce_bucket_params=*/0,
-        /*swiglu_saved_f=*/3,
-        /*attention_extra_kv_copies=*/0,
-        /*logits_bytes_per_element=*/2,  // bf16 logits, overwritten in place by dlogits
-        /*flash_attention=*/true,
-        /*allocator_reserve_fraction=*/0.0,  // no caching allocator: fixed arenas
-        /*tied_copy_optimizer_saved=*/false,
+        .grad_bytes_bf16 = 4,
+        .grad_bytes_fp16 = 4,
+        .half_grad_transient_bytes = 0,
+        .fsdp_flat_params = false,
+        .extra_optimizer_bytes_fp16 = 0,
+        .ddp_bucket_bytes = 0,
+        .zero3_gathered_layers = 2, .zero3_gather_bytes_per_param = 2,
+        .zero3_unsharded_grad_bytes = 4,
+        .zero3_max_live_params = 0, .zero3_reduce_bucket_params = 0,
+        .swiglu_saved_f = 3,
+        .attention_extra_kv_copies = 0,
+        .logits_bytes_per_element = 2,  // bf16 logits, overwritten in place by dlogits
+        .flash_attention = true,
+        .allocator_reserve_fraction = 0.0,  // no caching allocator: fixed arenas
+        // Loom's trainer: collectives on the compute stream (no overlap yet).
+        .tp_comm_overlap = 0.0, .dp_comm_overlap = 0.0, .iteration_overhead_s = 0.0,
+        .tied_copy_optimizer_saved = false,
     },
 };
 
@@ -151,6 +213,57 @@ core::Result<Framework> parse_framework(const std::string& s) {
   }
   return core::error(core::ErrorCode::kInvalidArgument,
                      "framework '{}' is not known (allowed: {})", s, names);
+}
+
+namespace {
+
+struct NumericTrait {
+  const char* name;
+  double FrameworkTraits::*member;
+};
+constexpr NumericTrait kNumericTraits[] = {
+    {"tp_comm_overlap", &FrameworkTraits::tp_comm_overlap},
+    {"dp_comm_overlap", &FrameworkTraits::dp_comm_overlap},
+    {"iteration_overhead_s", &FrameworkTraits::iteration_overhead_s},
+    {"gemm_efficiency_scale", &FrameworkTraits::gemm_efficiency_scale},
+    {"attention_efficiency_scale", &FrameworkTraits::attention_efficiency_scale},
+    {"elementwise_traffic_scale", &FrameworkTraits::elementwise_traffic_scale},
+    {"zero3_collectives_per_gather", &FrameworkTraits::zero3_collectives_per_gather},
+    {"zero3_prefetch_overlap", &FrameworkTraits::zero3_prefetch_overlap},
+    {"zero3_per_rank_overhead_us", &FrameworkTraits::zero3_per_rank_overhead_us},
+    {"kernel_dispatch_us", &FrameworkTraits::kernel_dispatch_us},
+    {"collective_launch_us", &FrameworkTraits::collective_launch_us},
+    {"allocator_reserve_fraction", &FrameworkTraits::allocator_reserve_fraction},
+    {"logits_bytes_per_element", &FrameworkTraits::logits_bytes_per_element},
+};
+
+}  // namespace
+
+core::Status apply_framework_param(FrameworkTraits& traits, const std::string& assignment) {
+  const size_t eq = assignment.find('=');
+  std::string names;
+  for (const auto& t : kNumericTraits) names += (names.empty() ? "" : ", ") + std::string(t.name);
+  if (eq == std::string::npos) {
+    return core::error(core::ErrorCode::kInvalidArgument,
+                       "--framework-param '{}': expected NAME=VALUE (NAME one of: {})", assignment,
+                       names);
+  }
+  const std::string name = assignment.substr(0, eq), value = assignment.substr(eq + 1);
+  for (const auto& t : kNumericTraits) {
+    if (name != t.name) continue;
+    try {
+      size_t used = 0;
+      const double v = std::stod(value, &used);
+      if (used != value.size() || v < 0) throw std::invalid_argument(value);
+      traits.*(t.member) = v;
+      return core::ok_status();
+    } catch (const std::exception&) {
+      return core::error(core::ErrorCode::kInvalidArgument,
+                         "--framework-param {}: '{}' is not a non-negative number", name, value);
+    }
+  }
+  return core::error(core::ErrorCode::kInvalidArgument,
+                     "--framework-param: unknown trait '{}' (adjustable: {})", name, names);
 }
 
 core::Status FrameworkTraits::check_layout(const core::Layout& layout) const {

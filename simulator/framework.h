@@ -69,6 +69,48 @@ struct FrameworkTraits {
   // its cached blocks and retries before it reports out-of-memory.
   double allocator_reserve_fraction;
 
+  // --- Step time ----------------------------------------------------------------------------
+  // Share of tensor-parallel collective time hidden behind GEMMs (0: Megatron without
+  // --tp-comm-overlap, the default; nanotron overlaps its all-gathers with async linears).
+  double tp_comm_overlap;
+  // Share of the DP gradient reduction that can run during the last micro-batch's backward
+  // (bucketed reduction as backward produces gradients: Megatron --overlap-grad-reduce, torch
+  // DDP, FSDP). 0: the reduction starts after the backward.
+  double dp_comm_overlap;
+  // Fixed cost per iteration outside the kernels (data loader, logging, launch gaps), seconds.
+  double iteration_overhead_s;
+  // ZeRO-1 implemented as an all-reduce of the full gradients followed by each rank updating
+  // its shard (DeepSpeed's BF16_Optimizer, nanotron), instead of a reduce-scatter (Megatron's
+  // distributed optimizer): twice the gradient traffic.
+  bool zero1_gradient_allreduce = false;
+  // The framework's kernels relative to the profile's reference kernels (cuBLAS GEMMs, fused
+  // FlashAttention-2, fused element-wise ops): GEMM and attention rate multipliers, and the
+  // multiplier on element-wise HBM traffic (eager PyTorch runs unfused bias/activation/norm
+  // kernels that read and write each tensor several times).
+  double gemm_efficiency_scale = 1.0;
+  double attention_efficiency_scale = 1.0;
+  double elementwise_traffic_scale = 1.0;
+  // Pipeline transfers: Megatron sends each TP rank's 1/tp slice of the activations and
+  // overlaps send/recv with compute (batch_isend_irecv); DeepSpeed's pipeline engine sends the
+  // full tensor from every TP rank and waits for each transfer inside its instruction stream.
+  bool pipeline_scatter_gather = true;
+  bool pipeline_p2p_blocking = false;
+  // ZeRO-3 traffic per block: collectives per gather (FSDP: one flat parameter per wrapped
+  // block; DeepSpeed: one per fetched parameter tensor), whether recompute gathers again
+  // (DeepSpeed re-fetches inside checkpointed forwards; FSDP's backward gather serves it),
+  // the share of a gather that prefetching hides behind the previous block's compute, and a
+  // host cost per rank of the group for each collective (list-based all_gather).
+  double zero3_collectives_per_gather = 1.0;
+  bool zero3_regather_on_recompute = false;
+  double zero3_prefetch_overlap = 1.0;
+  double zero3_per_rank_overhead_us = 0.0;
+  // Host-side cost of issuing one kernel (PyTorch dispatch + launch): a kernel that runs
+  // shorter than this leaves the GPU waiting for the CPU, so every op takes at least this.
+  double kernel_dispatch_us = 0.0;
+  // Fixed cost of one collective beyond the link latencies (NCCL kernel launch, proxy
+  // progress, stream synchronisation around it).
+  double collective_launch_us = 0.0;
+
   // --- Checkpoints ------------------------------------------------------------------------
   // The last stage's copy of a tied embedding is a replica: its weights are saved once
   // (DeepSpeed saves only modules, Megatron's distributed checkpoint deduplicates replicas).
@@ -80,6 +122,10 @@ struct FrameworkTraits {
 };
 
 const FrameworkTraits& framework_traits(Framework f);
+
+// Sets one numeric trait by name ("dp_comm_overlap=0.5"): what-if studies and calibration
+// (`--framework-param`). Errors name the trait and list the adjustable ones.
+core::Status apply_framework_param(FrameworkTraits& traits, const std::string& assignment);
 core::Result<Framework> parse_framework(const std::string& s);
 const char* to_string(Framework f);
 std::vector<Framework> all_frameworks();

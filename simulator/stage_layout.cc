@@ -5,6 +5,8 @@
 
 #include <fmt/format.h>
 
+#include "simulator/pipeline_schedule.h"
+
 namespace loom::sim {
 
 double lm_head_block_equivalents(const core::ModelSpec& m, int64_t seq) {
@@ -78,25 +80,11 @@ StageContents stage_contents(const core::ModelSpec& m, const core::Layout& l, in
 }
 
 std::vector<int64_t> inflight_chunks(const core::Layout& l, int64_t stage) {
-  const int64_t m = l.num_microbatches();
+  // The forwards a stage runs before its first backward are exactly what it holds at its peak.
   std::vector<int64_t> out;
-  if (l.schedule == core::PipelineSchedule::kGPipe) {
-    for (int64_t i = 0; i < m; ++i) out.push_back(stage);
-    return out;
-  }
-  if (l.vpp == 1) {
-    const int64_t n = std::min(l.pp - stage, m);
-    for (int64_t i = 0; i < n; ++i) out.push_back(stage);
-    return out;
-  }
-  // Megatron interleaved schedule (schedules.py, forward_backward_pipelining_with_interleaving):
-  // forward k runs model chunk (k / pp) % vpp of this stage.
-  const int64_t total = m * l.vpp;
-  const int64_t warmup = std::min((l.pp - stage - 1) * 2 + (l.vpp - 1) * l.pp, total);
-  const int64_t n = std::min(warmup + 1, total);
-  for (int64_t k = 0; k < n; ++k) {
-    const int64_t model_chunk = (k / l.pp) % l.vpp;
-    out.push_back(model_chunk * l.pp + stage);
+  for (const TaskRef& t : stage_task_order(l, stage)) {
+    if (!t.forward) break;
+    out.push_back(t.chunk);
   }
   return out;
 }

@@ -187,6 +187,7 @@ void parse_layout(const YAML::Node& e, const YAML::Node& layout, int64_t seq, Va
     l.partition_method = core::PartitionMethod::kEmbeddingAsLayer;
   }
   l.gpus = integer(e["gpus"]).value_or(0);
+  if (contains(text(layout["overlap"]), "--overlap-grad-reduce")) r.dp_comm_overlap = 1.0;
   parse_recompute(r, text(layout["recompute"]));
   parse_precision(r, text(e["precision"]));
   if (l.tp > 0 && l.pp > 0 && l.dp > 0 && l.mbs > 0 && l.gbs > 0 && l.gbs % (l.mbs * l.dp) != 0) {
@@ -209,6 +210,8 @@ void parse_measurements(const YAML::Node& measured, ValidationRun& r) {
     }
   }
   r.measured_iter_time_s = number(measured["iter_time_s"]);
+  r.measured_tflops_per_gpu = number(measured["tflops_per_gpu"]);
+  r.measured_mfu = number(measured["mfu"]);
 
 }
 
@@ -238,6 +241,19 @@ void set_skip_reason(const YAML::Node& measured, int64_t seq, ValidationRun& r) 
   }
 }
 
+void parse_derived(const YAML::Node& e, ValidationRun& r) {
+  const YAML::Node derived = e["derived"];
+  if (derived && derived.IsMap()) {
+    for (const char* key : {"iter_time_s", "iter_time_s_from_eq3", "iter_time_s_derived"}) {
+      if (auto v = number(derived[key])) {
+        r.derived_iter_time_s = *v;
+        break;
+      }
+    }
+  }
+  r.flops_convention = text(e["flops_convention"]);
+}
+
 ValidationRun parse_run(const YAML::Node& e) {
   ValidationRun r;
   r.id = text(e["id"]);
@@ -255,6 +271,7 @@ ValidationRun parse_run(const YAML::Node& e) {
   const int64_t seq = parse_model(model, assumptions, r);
   parse_layout(e, layout, seq, r);
   parse_measurements(measured, r);
+  parse_derived(e, r);
   set_skip_reason(measured, seq, r);
   return r;
 }

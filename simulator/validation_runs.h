@@ -31,7 +31,13 @@ struct ValidationRun {
 
   std::optional<double> measured_memory_gib;
   std::string memory_semantics;  // what the measured figure counts
-  std::optional<double> measured_iter_time_s;
+  std::optional<double> measured_iter_time_s;    // measured.iter_time_s
+  std::optional<double> derived_iter_time_s;     // derived.iter_time_s* (the file's arithmetic)
+  std::optional<double> measured_tflops_per_gpu;
+  std::optional<double> measured_mfu;
+  std::string flops_convention;                  // how the source counts FLOPs
+  // Settings the source states about its step (override framework defaults).
+  std::optional<double> dp_comm_overlap;
 
   std::vector<std::string> assumptions;
   std::string skip_reason;       // non-empty: the run cannot be simulated

@@ -1,0 +1,83 @@
+// The step-time simulator: one training iteration of a layout on a cluster profile. Prices
+// every op of every stage (compute_model.h), every collective on the cluster graph
+// (collectives.h), runs the pipeline schedule as a task graph (pipeline_schedule.h), then adds
+// the data-parallel gradient reduction, ZeRO traffic and the optimizer step. The breakdown
+// sums to the step time. Validated against published runs in docs/validation/step-time.md.
+//
+//   StepTimeInput in{model, cluster, layout, Framework::kMegatron};
+//   LOOM_ASSIGN_OR_RETURN(StepTimeReport r, simulate_step(in));
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "core/cluster_profile.h"
+#include "core/layout.h"
+#include "core/model_spec.h"
+#include "simulator/collectives.h"
+#include "simulator/framework.h"
+#include "simulator/pipeline_schedule.h"
+
+namespace loom::sim {
+
+struct StepTimeInput {
+  core::ModelSpec model;
+  core::ClusterProfile cluster;
+  core::Layout layout;  // resolved
+  Framework framework = Framework::kMegatron;
+  // Overrides of framework defaults (what a published run states about itself).
+  std::optional<bool> flash_attention;
+  std::optional<double> dp_comm_overlap;
+  bool dropout = false;
+  bool record_trace = false;
+  // Replaces framework_traits(framework) (what-if studies, calibration).
+  std::optional<FrameworkTraits> traits;
+};
+
+// Seconds; the parts add up to the step time.
+struct StepBreakdown {
+  double compute = 0;    // kernels on the critical pipeline stage
+  double tp_comm = 0;    // exposed tensor-parallel collectives on that stage
+  double pp_comm = 0;    // waiting for pipeline transfers
+  double dp_comm = 0;    // exposed gradient reduction, ZeRO gathers, tied-embedding sync
+  double bubble = 0;     // pipeline fill and drain, stage imbalance
+  double optimizer = 0;  // optimizer step over the local shard
+  double other = 0;      // framework overhead per iteration
+};
+
+struct TraceEvent {
+  std::string name;
+  std::string track;  // "stage 3 compute", "stage 3 tp comm", "stage 3 dp comm", ...
+  int64_t stage = 0;
+  double start_s = 0;
+  double duration_s = 0;
+};
+
+struct StepTimeReport {
+  double step_time_s = 0;
+  double tokens_per_s = 0;
+  double tflops_per_gpu_model = 0;
+  double tflops_per_gpu_hardware = 0;
+  double mfu = 0;
+  StepBreakdown breakdown;
+  int64_t critical_stage = 0;
+  std::vector<double> stage_forward_s;   // one micro-batch, per stage (summed over its chunks)
+  std::vector<double> stage_backward_s;
+  double bubble_fraction = 0;
+  std::vector<TraceEvent> trace;
+};
+
+// `collectives` may be shared across calls for the same profile and GPU count (the planner);
+// when null a model is built for this call.
+core::Result<StepTimeReport> simulate_step(const StepTimeInput& input,
+                                           CollectiveModel* collectives = nullptr);
+
+nlohmann::json step_time_json(const StepTimeReport& report);
+// Chrome trace format (chrome://tracing, Perfetto): one track per stage and stream.
+nlohmann::json chrome_trace_json(const StepTimeReport& report);
+
+}  // namespace loom::sim
