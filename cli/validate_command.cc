@@ -171,10 +171,14 @@ void print_step_text(const std::vector<StepValidation>& results,
                            s.total, s.simulated, s.skipped, s.rejected);
   std::cout << fmt::format("step time: MAPE {:.1f}%, mean error {:+.1f}%, max |error| {:.1f}% ({})\n",
                            s.mape_pct, s.mean_error_pct, s.max_abs_error_pct, s.max_error_run);
-  if (!s.groups.empty()) {
-    std::cout << fmt::format("ranking over {} groups of >= 3 layouts (same model, GPUs, batch): "
-                             "median Spearman {:.2f}, mean regret of the top-ranked layout {:.1f}%\n",
-                             s.groups.size(), s.median_spearman, s.mean_regret_pct);
+  for (const auto& [what, ranking] :
+       {std::pair{"same model and GPU count", &s.by_model},
+        std::pair{"same model, GPU count and global batch", &s.by_batch}}) {
+    if (ranking->groups.empty()) continue;
+    std::cout << fmt::format("ranking, {} groups of >= 3 runs with the {}: median Spearman {:.2f}, "
+                             "mean regret of the top-ranked layout {:.1f}%\n",
+                             ranking->groups.size(), what, ranking->median_spearman,
+                             ranking->mean_regret_pct);
   }
 }
 
@@ -195,25 +199,29 @@ void print_step_json(const std::vector<StepValidation>& results, const sim::Step
       j["layout"] = r.layout;
       j["predicted_s"] = r.predicted_s;
       j["error_pct"] = r.error_pct;
-      j["group"] = r.group_key;
+      j["group"] = r.batch_group_key;
     }
     runs.push_back(j);
   }
-  nlohmann::json groups = nlohmann::json::array();
-  for (const auto& g : s.groups) {
-    groups.push_back({{"group", g.key}, {"runs", g.runs}, {"spearman", g.spearman},
-                      {"regret_pct", g.regret_pct}});
-  }
+  auto ranking_json = [](const sim::StepRanking& ranking) {
+    nlohmann::json groups = nlohmann::json::array();
+    for (const auto& g : ranking.groups) {
+      groups.push_back({{"group", g.key}, {"runs", g.runs}, {"spearman", g.spearman},
+                        {"regret_pct", g.regret_pct}});
+    }
+    return nlohmann::json{{"groups", groups},
+                          {"median_spearman", ranking.median_spearman},
+                          {"mean_regret_pct", ranking.mean_regret_pct}};
+  };
   std::cout << nlohmann::json{{"runs", runs},
-                              {"groups", groups},
+                              {"ranking_by_model", ranking_json(s.by_model)},
+                              {"ranking_by_batch", ranking_json(s.by_batch)},
                               {"summary",
                                {{"total", s.total}, {"simulated", s.simulated},
                                 {"skipped", s.skipped}, {"rejected", s.rejected},
                                 {"mape_pct", s.mape_pct}, {"mean_error_pct", s.mean_error_pct},
                                 {"max_abs_error_pct", s.max_abs_error_pct},
-                                {"max_error_run", s.max_error_run},
-                                {"median_spearman", s.median_spearman},
-                                {"mean_regret_pct", s.mean_regret_pct}}}}
+                                {"max_error_run", s.max_error_run}}}}
                    .dump(2)
             << "\n";
 }

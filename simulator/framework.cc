@@ -39,10 +39,6 @@ const FrameworkTraits kTraits[] = {
         // Megatron-LM defaults: --tp-comm-overlap off, --overlap-grad-reduce off (the 2021-22
         // runs had neither; Megatron-Core runs that set them override these).
         .tp_comm_overlap = 0.0, .dp_comm_overlap = 0.0, .iteration_overhead_s = 0.0,
-        // Fitted on the 23 Megatron-LM runs of published_runs.yaml (SC21 Tables 1, Korthikanti
-        // Table 5; scripts/calibrate_frameworks.py megatron gemm_efficiency_scale=0.9,0.95,1.0 ...): the 2021-22 fp16
-        // stack reached 90% of today's cuBLAS rates on the same shapes.
-        .gemm_efficiency_scale = 0.9,
         .tied_copy_optimizer_saved = false,
     },
     {
@@ -73,6 +69,7 @@ const FrameworkTraits kTraits[] = {
         .tp_comm_overlap = 0.0, .dp_comm_overlap = 0.0, .iteration_overhead_s = 0.0,
         // BF16_Optimizer all-reduces the fp32 gradients, then updates its partition.
         .zero1_gradient_allreduce = true,
+        .bf16_grad_fold_bytes_per_param = 10,
         // deepspeed/runtime/pipe/engine.py: SendActivation / RecvActivation instructions run in
         // order with blocking p2p; with tensor parallelism each rank sends its 1/tp partition
         // (is_pipe_partitioned) and the receiver all-gathers it.
@@ -159,6 +156,7 @@ const FrameworkTraits kTraits[] = {
         // sync_gradients_across_dp(reduce_scatter=False): full fp32 all-reduce under ZeRO-1.
         .zero1_gradient_allreduce = true,
         .gemm_efficiency_scale = 0.8,
+        .bf16_grad_fold_bytes_per_param = 10,
         .collective_launch_us = 40,
         .tied_copy_optimizer_saved = false,
     },
@@ -231,6 +229,7 @@ constexpr NumericTrait kNumericTraits[] = {
     {"zero3_collectives_per_gather", &FrameworkTraits::zero3_collectives_per_gather},
     {"zero3_prefetch_overlap", &FrameworkTraits::zero3_prefetch_overlap},
     {"zero3_per_rank_overhead_us", &FrameworkTraits::zero3_per_rank_overhead_us},
+    {"bf16_grad_fold_bytes_per_param", &FrameworkTraits::bf16_grad_fold_bytes_per_param},
     {"kernel_dispatch_us", &FrameworkTraits::kernel_dispatch_us},
     {"collective_launch_us", &FrameworkTraits::collective_launch_us},
     {"allocator_reserve_fraction", &FrameworkTraits::allocator_reserve_fraction},

@@ -90,6 +90,12 @@ struct FrameworkTraits {
   double gemm_efficiency_scale = 1.0;
   double attention_efficiency_scale = 1.0;
   double elementwise_traffic_scale = 1.0;
+  // bf16 training: HBM bytes per parameter moved after every micro-batch's backward to fold
+  // the bf16 gradients into an fp32 accumulation buffer (DeepSpeed BF16_Optimizer, nanotron's
+  // FP32GradientAccumulator: read 2 + read 4 + write 4). 0 when the weight-gradient GEMM
+  // accumulates into fp32 directly (Megatron's gradient_accumulation_fusion); fp16 runs
+  // accumulate into the fp16 .grad (DeepSpeed FP16_Optimizer).
+  double bf16_grad_fold_bytes_per_param = 0.0;
   // Pipeline transfers: Megatron sends each TP rank's 1/tp slice of the activations and
   // overlaps send/recv with compute (batch_isend_irecv); DeepSpeed's pipeline engine sends the
   // full tensor from every TP rank and waits for each transfer inside its instruction stream.

@@ -48,10 +48,11 @@ struct Context {
 // dispatch cost (a GPU that finishes faster than the CPU issues waits for it).
 double kernel_time_s(const Context& x, const Op& op) {
   double t = 0;
+  const double stack = x.in.software_efficiency_scale;
   if (op.kind == OpKind::kGemm) {
-    t = x.compute.op_time_s(op) / x.fw.gemm_efficiency_scale;
+    t = x.compute.op_time_s(op) / (x.fw.gemm_efficiency_scale * stack);
   } else if (op.kind == OpKind::kAttention) {
-    t = x.compute.op_time_s(op) / x.fw.attention_efficiency_scale;
+    t = x.compute.op_time_s(op) / (x.fw.attention_efficiency_scale * stack);
   } else {
     t = x.compute.elementwise_time_s(op.bytes * x.fw.elementwise_traffic_scale);
   }
@@ -138,6 +139,13 @@ core::Result<ChunkBreakdown> chunk_costs(Context& x) {
     if (k == chunks - 1) {
       f += head_fwd;
       b += head_bwd;
+    }
+    if (x.fw.bf16_grad_fold_bytes_per_param > 0 && l.precision == core::Precision::kBf16) {
+      // Folding this chunk's half-precision gradients into the fp32 buffer.
+      double params = n * static_cast<double>(m.block_params(l.tp));
+      if (k == 0) params += static_cast<double>(m.embedding_params(l.tp, true) + m.position_params());
+      if (k == chunks - 1) params += static_cast<double>(m.lm_head_params(l.tp, true));
+      b.compute_s += x.compute.elementwise_time_s(params * x.fw.bf16_grad_fold_bytes_per_param);
     }
     c.forward.push_back(f);
     c.backward.push_back(b);

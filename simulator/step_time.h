@@ -32,6 +32,9 @@ struct StepTimeInput {
   // Overrides of framework defaults (what a published run states about itself).
   std::optional<bool> flash_attention;
   std::optional<double> dp_comm_overlap;
+  // Multiplies the GEMM and attention rates on top of the framework's: an older software
+  // stack (CUDA / cuBLAS / PyTorch) on the same GPU.
+  double software_efficiency_scale = 1.0;
   bool dropout = false;
   bool record_trace = false;
   // Replaces framework_traits(framework) (what-if studies, calibration).

@@ -41,9 +41,8 @@ namespace {
 
 std::string group_key(const ValidationRun& r) {
   const auto& m = r.model;
-  return fmt::format("L{} h{} a{} s{} V{} | {} gpus | gbs {} | {}", m.num_layers, m.hidden_size,
-                     m.num_heads, r.layout.seq, m.vocab_size, r.layout.gpus, r.layout.gbs,
-                     r.cluster_profile);
+  return fmt::format("L{} h{} a{} s{} V{} | {} gpus | {}", m.num_layers, m.hidden_size,
+                     m.num_heads, r.layout.seq, m.vocab_size, r.layout.gpus, r.cluster_profile);
 }
 
 std::vector<double> ranks_of(const std::vector<double>& v) {
@@ -89,6 +88,7 @@ core::Result<std::vector<StepValidation>> validate_step_time(
     StepValidation v;
     v.run = &run;
     v.group_key = group_key(run);
+    v.batch_group_key = v.group_key + fmt::format(" | gbs {}", run.layout.gbs);
     if (!run.skip_reason.empty()) {
       v.reason = run.skip_reason;
       out.push_back(v);
@@ -118,6 +118,7 @@ core::Result<std::vector<StepValidation>> validate_step_time(
       in.flash_attention = run.flash_attention;
       in.dp_comm_overlap = run.dp_comm_overlap;
       in.dropout = run.dropout;
+      in.software_efficiency_scale = run.software_efficiency_scale;
       if (auto it = traits.find(run.framework); it != traits.end()) in.traits = it->second;
       report = simulate_step(in);
     }
@@ -136,26 +137,8 @@ core::Result<std::vector<StepValidation>> validate_step_time(
   return out;
 }
 
-StepValidationSummary summarize(const std::vector<StepValidation>& results) {
-  StepValidationSummary s;
-  std::map<std::string, std::vector<const StepValidation*>> groups;
-  for (const auto& r : results) {
-    ++s.total;
-    if (r.status == StepValidation::Status::kSkipped) { ++s.skipped; continue; }
-    if (r.status == StepValidation::Status::kRejected) { ++s.rejected; continue; }
-    ++s.simulated;
-    s.mape_pct += std::abs(r.error_pct);
-    s.mean_error_pct += r.error_pct;
-    if (std::abs(r.error_pct) > s.max_abs_error_pct) {
-      s.max_abs_error_pct = std::abs(r.error_pct);
-      s.max_error_run = r.run->id;
-    }
-    groups[r.group_key].push_back(&r);
-  }
-  if (s.simulated > 0) {
-    s.mape_pct /= s.simulated;
-    s.mean_error_pct /= s.simulated;
-  }
+StepRanking rank_groups(const std::map<std::string, std::vector<const StepValidation*>>& groups) {
+  StepRanking ranking;
   std::vector<double> rhos;
   for (const auto& [key, members] : groups) {
     if (members.size() < 3) continue;
@@ -171,16 +154,42 @@ StepValidationSummary summarize(const std::vector<StepValidation>& results) {
     const size_t pick = std::min_element(predicted.begin(), predicted.end()) - predicted.begin();
     const double best = *std::min_element(measured.begin(), measured.end());
     g.regret_pct = 100.0 * (measured[pick] / best - 1.0);
-    s.groups.push_back(g);
+    ranking.groups.push_back(g);
     rhos.push_back(g.spearman);
-    s.mean_regret_pct += g.regret_pct;
+    ranking.mean_regret_pct += g.regret_pct;
   }
   if (!rhos.empty()) {
     std::sort(rhos.begin(), rhos.end());
     const size_t n = rhos.size();
-    s.median_spearman = n % 2 ? rhos[n / 2] : 0.5 * (rhos[n / 2 - 1] + rhos[n / 2]);
-    s.mean_regret_pct /= static_cast<double>(n);
+    ranking.median_spearman = n % 2 ? rhos[n / 2] : 0.5 * (rhos[n / 2 - 1] + rhos[n / 2]);
+    ranking.mean_regret_pct /= static_cast<double>(n);
   }
+  return ranking;
+}
+
+StepValidationSummary summarize(const std::vector<StepValidation>& results) {
+  StepValidationSummary s;
+  std::map<std::string, std::vector<const StepValidation*>> by_model, by_batch;
+  for (const auto& r : results) {
+    ++s.total;
+    if (r.status == StepValidation::Status::kSkipped) { ++s.skipped; continue; }
+    if (r.status == StepValidation::Status::kRejected) { ++s.rejected; continue; }
+    ++s.simulated;
+    s.mape_pct += std::abs(r.error_pct);
+    s.mean_error_pct += r.error_pct;
+    if (std::abs(r.error_pct) > s.max_abs_error_pct) {
+      s.max_abs_error_pct = std::abs(r.error_pct);
+      s.max_error_run = r.run->id;
+    }
+    by_model[r.group_key].push_back(&r);
+    by_batch[r.batch_group_key].push_back(&r);
+  }
+  if (s.simulated > 0) {
+    s.mape_pct /= s.simulated;
+    s.mean_error_pct /= s.simulated;
+  }
+  s.by_model = rank_groups(by_model);
+  s.by_batch = rank_groups(by_batch);
   return s;
 }
 

@@ -24,7 +24,8 @@ struct StepValidation {
   std::string measured_source;  // "iter_time_s", "tflops_per_gpu (Megatron eq. 3)", ...
   double predicted_s = 0;
   double error_pct = 0;         // 100 * (predicted / measured - 1)
-  std::string group_key;        // model shape and GPU count
+  std::string group_key;        // model shape, GPU count and cluster
+  std::string batch_group_key;  // ... and global batch (layouts competing for the same work)
 };
 
 struct StepGroupStats {
@@ -34,12 +35,17 @@ struct StepGroupStats {
   double regret_pct = 0;  // measured time of the predicted-best layout / best measured - 1
 };
 
+struct StepRanking {
+  std::vector<StepGroupStats> groups;  // groups with at least 3 runs
+  double median_spearman = 0, mean_regret_pct = 0;
+};
+
 struct StepValidationSummary {
   int total = 0, simulated = 0, skipped = 0, rejected = 0;
   double mape_pct = 0, max_abs_error_pct = 0, mean_error_pct = 0;
   std::string max_error_run;
-  std::vector<StepGroupStats> groups;  // groups with at least 3 runs
-  double median_spearman = 0, mean_regret_pct = 0;
+  StepRanking by_model;  // runs of the same model and GPU count (any global batch)
+  StepRanking by_batch;  // ... with the same global batch: what a planner chooses between
 };
 
 // The measured iteration time of a run and where it came from; nullopt when the run

@@ -51,6 +51,13 @@ void llama_architecture(core::ModelSpec& m) {
   m.position = core::PositionKind::kRope;
 }
 
+// CUDA 11.0-11.5 / PyTorch 1.8-1.11 stacks of the 2020-22 Megatron-LM and BLOOM runs: their
+// cuBLAS reached this fraction of today's GEMM rate on A100 (one value fitted on the 25 runs of
+// those groups: docs/validation/step-time.md). The BLOOM runs get it from their profile
+// (jean-zay-a100-80gb describes that 2022 stack); the Megatron-LM runs share dgx-a100-80gb with
+// 2023 runs, so it is applied here.
+constexpr double k2022StackEfficiency = 0.9;
+
 // Megatron-era GPT runs (2020-2022) predate FlashAttention (May 2022) and used Megatron's
 // default dropout of 0.1 (arguments.py: --hidden-dropout, --attention-dropout).
 void apply_megatron_gpt_conventions(ValidationRun& r) {
@@ -59,6 +66,11 @@ void apply_megatron_gpt_conventions(ValidationRun& r) {
   const bool mcore = contains(r.framework_text, "Megatron-Core");
   r.flash_attention = mcore;  // Megatron-Core r0.8 runs with Transformer Engine attention
   if (!mcore) r.assumptions.push_back("attention without flash (pre-2022 Megatron fused softmax)");
+  // The Megatron-LM papers' runs (2020-22); vTrain's Megatron-DeepSpeed runs are from 2023.
+  if (!mcore && contains(r.framework_text, "Megatron-LM")) {
+    r.software_efficiency_scale = k2022StackEfficiency;
+    r.assumptions.push_back("2020-22 software stack: GEMM/attention rate x 0.9");
+  }
 }
 
 void parse_recompute(ValidationRun& r, const std::string& recompute) {
@@ -132,6 +144,7 @@ int64_t parse_model(const YAML::Node& model, const YAML::Node& assumptions, Vali
     m.tied_embeddings = true;
     r.flash_attention = false;  // 2022 Megatron-DeepSpeed: fused masked softmax
     r.dropout = false;          // tr11-176B-ml.slurm: --hidden-dropout 0 --attention-dropout 0
+    // (The 2022 software stack is part of the jean-zay-a100-80gb profile itself.)
   } else if (r.framework == Framework::kFsdp) {
     // MPT (llm-foundry mpt-*.yaml): no_bias, LayerNorm without bias, GeLU 4h, learned positions
     // at the benchmark commit (see the run notes), tied embeddings, no dropout.

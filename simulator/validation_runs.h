@@ -38,6 +38,8 @@ struct ValidationRun {
   std::string flops_convention;                  // how the source counts FLOPs
   // Settings the source states about its step (override framework defaults).
   std::optional<double> dp_comm_overlap;
+  // GEMM/attention rate of the run's software stack relative to today's (2021-22 stacks).
+  double software_efficiency_scale = 1.0;
 
   std::vector<std::string> assumptions;
   std::string skip_reason;       // non-empty: the run cannot be simulated

@@ -52,6 +52,25 @@ TEST(BlockOps, GemmFlopsAreSixTimesMatmulParameters) {
   }
 }
 
+TEST(BlockOps, Gpt3LayerForwardFlopsByHand) {
+  // One GPT-3 175B layer, one 2048-token sequence, no TP: QKV 3h^2, output h^2, MLP 8h^2 -> 24 s h^2
+  // GEMM FLOPs; QK^T and attention-over-V 2 x 2 s^2 h (Narayanan et al. 2021, Sec. 5.1 / App.).
+  const auto m = core::load_model("gpt3-175b").value();
+  core::Layout l;
+  l.mbs = 1;
+  l.seq = 2048;
+  OpOptions eager;
+  eager.flash_attention = false;
+  double gemm = 0, attention = 0;
+  for (const auto& op : block_forward_ops(m, l, eager)) {
+    if (std::string(op.name).rfind("attention", 0) == 0) attention += op.flops;
+    else gemm += op.flops;
+  }
+  const double s = 2048, h = 12288;
+  EXPECT_DOUBLE_EQ(gemm, 24 * s * h * h);  // 7.42e12
+  EXPECT_DOUBLE_EQ(attention, 4 * s * s * h);
+}
+
 TEST(BlockOps, AttentionFlops) {
   const auto m = core::load_model("gpt3-175b").value();
   const auto l = layout(8, false);
