@@ -11,6 +11,9 @@ namespace {
 // report reserved memory; docs/validation/memory.md gives the fit and its leave-one-out
 // error. Shared by every framework built on the PyTorch allocator.
 constexpr double kPyTorchReserveFraction = 0.3;
+// The default overlap_compute_slowdown (0.1, in framework.h): NCCL runs its collectives with
+// 8-16 thread blocks on A100/H100 (NCCL_MIN/MAX_NCHANNELS defaults), 7-15% of 108-132 SMs,
+// while they overlap GEMMs; an estimate, not fitted.
 
 const FrameworkTraits kTraits[] = {
     {
@@ -230,6 +233,7 @@ constexpr NumericTrait kNumericTraits[] = {
     {"zero3_prefetch_overlap", &FrameworkTraits::zero3_prefetch_overlap},
     {"zero3_per_rank_overhead_us", &FrameworkTraits::zero3_per_rank_overhead_us},
     {"bf16_grad_fold_bytes_per_param", &FrameworkTraits::bf16_grad_fold_bytes_per_param},
+    {"overlap_compute_slowdown", &FrameworkTraits::overlap_compute_slowdown},
     {"kernel_dispatch_us", &FrameworkTraits::kernel_dispatch_us},
     {"collective_launch_us", &FrameworkTraits::collective_launch_us},
     {"allocator_reserve_fraction", &FrameworkTraits::allocator_reserve_fraction},

@@ -110,6 +110,9 @@ struct FrameworkTraits {
   bool zero3_regather_on_recompute = false;
   double zero3_prefetch_overlap = 1.0;
   double zero3_per_rank_overhead_us = 0.0;
+  // Communication hidden behind compute still slows it: NCCL kernels occupy SMs and HBM
+  // bandwidth. The hidden time x this fraction is added to the compute it overlaps.
+  double overlap_compute_slowdown = 0.1;
   // Host-side cost of issuing one kernel (PyTorch dispatch + launch): a kernel that runs
   // shorter than this leaves the GPU waiting for the CPU, so every op takes at least this.
   double kernel_dispatch_us = 0.0;

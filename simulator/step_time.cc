@@ -69,7 +69,9 @@ core::Result<Priced> price(Context& x, const std::vector<Op>& ops) {
     }
     LOOM_ASSIGN_OR_RETURN(CommCost c, x.comm.estimate_layout(x.in.layout, GroupKind::kTensor,
                                                             collective_of(op.kind), op.bytes));
-    p.tp_s += (c.time_s + x.fw.collective_launch_us * 1e-6) * (1.0 - x.fw.tp_comm_overlap);
+    const double t = c.time_s + x.fw.collective_launch_us * 1e-6;
+    p.tp_s += t * (1.0 - x.fw.tp_comm_overlap);
+    p.compute_s += t * x.fw.tp_comm_overlap * x.fw.overlap_compute_slowdown;
   }
   return p;
 }
@@ -109,8 +111,12 @@ core::Result<std::pair<double, double>> zero3_block_exposed(Context& x, const Pr
   const bool regather = x.fw.zero3_regather_on_recompute && l.recompute == core::Recompute::kFull;
   const double hide = x.fw.zero3_prefetch_overlap;
   const double fwd_comm = gather_s, bwd_comm = gather_s * (regather ? 2.0 : 1.0) + scatter_s;
-  return std::pair{std::max(0.0, fwd_comm - hide * fwd.total()),
-                   std::max(0.0, bwd_comm - hide * bwd.total())};
+  // Exposed traffic, plus the slowdown the hidden part inflicts on the compute it overlaps.
+  auto exposed = [&](double comm, double compute) {
+    const double hidden = std::min(comm, hide * compute);
+    return comm - hidden + hidden * x.fw.overlap_compute_slowdown;
+  };
+  return std::pair{exposed(fwd_comm, fwd.total()), exposed(bwd_comm, bwd.total())};
 }
 
 core::Result<ChunkBreakdown> chunk_costs(Context& x) {
@@ -186,7 +192,8 @@ core::Result<StageTail> stage_tail(Context& x, const StageContents& c, double la
     LOOM_ASSIGN_OR_RETURN(CommCost reduce, x.comm.estimate_layout(l, GroupKind::kData, kind,
                                                                  grad_bytes * params));
     const double overlap = x.in.dp_comm_overlap.value_or(x.fw.dp_comm_overlap);
-    t.dp_s += std::max(0.0, reduce.time_s - overlap * last_backward_s);
+    const double hidden = std::min(reduce.time_s, overlap * last_backward_s);
+    t.dp_s += reduce.time_s - hidden + hidden * x.fw.overlap_compute_slowdown;
     if (l.zero >= 1) {
       LOOM_ASSIGN_OR_RETURN(CommCost gather, x.comm.estimate_layout(
                                                  l, GroupKind::kData, CollectiveKind::kAllGather,
