@@ -2,7 +2,6 @@
 #include "simulator/memory_validation.h"
 
 #include <cmath>
-#include <map>
 
 #include "core/cluster_profile.h"
 #include "core/units.h"
@@ -27,7 +26,7 @@ double comparable_gib(const ValidationRun& run, const MemoryReport& r) {
 core::Result<std::vector<MemoryValidation>> validate_memory(
     const std::vector<ValidationRun>& runs,
     const std::function<void(size_t, size_t, const std::string&)>& progress) {
-  std::map<std::string, core::ClusterProfile> profiles;
+  ProfileCache profiles;
   std::vector<MemoryValidation> out;
   for (size_t i = 0; i < runs.size(); ++i) {
     const ValidationRun& run = runs[i];
@@ -39,14 +38,11 @@ core::Result<std::vector<MemoryValidation>> validate_memory(
       out.push_back(v);
       continue;
     }
-    if (!profiles.count(run.cluster_profile)) {
-      LOOM_ASSIGN_OR_RETURN(core::ClusterProfile p, core::load_cluster_profile(run.cluster_profile));
-      profiles.emplace(run.cluster_profile, std::move(p));
-    }
+    LOOM_ASSIGN_OR_RETURN(const core::ClusterProfile* cluster, profiles.get(run.cluster_profile));
     auto layout = core::resolve_layout(run.layout, run.model);
     core::Result<MemoryReport> report = layout.status();
     if (layout.ok()) {
-      MemoryModelInput in{run.model, profiles.at(run.cluster_profile), *layout, run.framework,
+      MemoryModelInput in{run.model, *cluster, *layout, run.framework,
                           run.flash_attention, run.dropout};
       report = estimate_memory(in);
     }

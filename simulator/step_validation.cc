@@ -80,7 +80,7 @@ core::Result<std::vector<StepValidation>> validate_step_time(
     const std::vector<ValidationRun>& runs,
     const std::function<void(size_t, size_t, const std::string&)>& progress,
     const std::map<Framework, FrameworkTraits>& traits) {
-  std::map<std::string, core::ClusterProfile> profiles;
+  ProfileCache profiles;
   std::vector<StepValidation> out;
   for (size_t i = 0; i < runs.size(); ++i) {
     const ValidationRun& run = runs[i];
@@ -94,11 +94,8 @@ core::Result<std::vector<StepValidation>> validate_step_time(
       out.push_back(v);
       continue;
     }
-    if (!profiles.count(run.cluster_profile)) {
-      LOOM_ASSIGN_OR_RETURN(core::ClusterProfile p, core::load_cluster_profile(run.cluster_profile));
-      profiles.emplace(run.cluster_profile, std::move(p));
-    }
-    const core::ClusterProfile& cluster = profiles.at(run.cluster_profile);
+    LOOM_ASSIGN_OR_RETURN(const core::ClusterProfile* profile, profiles.get(run.cluster_profile));
+    const core::ClusterProfile& cluster = *profile;
     auto measured = measured_iteration_time(run, cluster.device.peak_tflops_bf16);
     if (!measured) {
       v.reason = "no iteration time, TFLOP/s or MFU to compare with";

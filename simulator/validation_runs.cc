@@ -316,4 +316,13 @@ core::Result<std::vector<ValidationRun>> load_validation_runs(const std::string&
   return runs;
 }
 
+core::Result<const core::ClusterProfile*> ProfileCache::get(const std::string& name) {
+  auto it = profiles_.find(name);
+  if (it == profiles_.end()) {
+    LOOM_ASSIGN_OR_RETURN(core::ClusterProfile p, core::load_cluster_profile(name));
+    it = profiles_.emplace(name, std::move(p)).first;
+  }
+  return &it->second;
+}
+
 }  // namespace loom::sim

@@ -5,10 +5,12 @@
 // in `assumptions`; runs whose layout cannot be reconstructed are kept with a skip reason.
 #pragma once
 
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "core/cluster_profile.h"
 #include "core/layout.h"
 #include "core/model_spec.h"
 #include "simulator/framework.h"
@@ -46,5 +48,15 @@ struct ValidationRun {
 };
 
 core::Result<std::vector<ValidationRun>> load_validation_runs(const std::string& path);
+
+// Cluster profiles by name, each loaded once (a validation file names a handful of profiles
+// across hundreds of runs).
+class ProfileCache {
+ public:
+  core::Result<const core::ClusterProfile*> get(const std::string& name);
+
+ private:
+  std::map<std::string, core::ClusterProfile> profiles_;
+};
 
 }  // namespace loom::sim
