@@ -18,5 +18,8 @@ CommandRunner register_clusters_command(CLI::App& app);
 CommandRunner register_validate_command(CLI::App& app);
 CommandRunner register_devices_command(CLI::App& app);
 CommandRunner register_simulate_command(CLI::App& app);
+CommandRunner register_export_command(CLI::App& app);
+CommandRunner register_plan_command(CLI::App& app);
+CommandRunner register_budget_command(CLI::App& app);
 
 }  // namespace loom::cli

@@ -14,6 +14,9 @@ int main(int argc, char** argv) {
   std::vector<loom::cli::CommandRunner> runners = {
       loom::cli::register_memory_command(app),
       loom::cli::register_simulate_command(app),
+      loom::cli::register_export_command(app),
+      loom::cli::register_plan_command(app),
+      loom::cli::register_budget_command(app),
       loom::cli::register_models_command(app),
       loom::cli::register_clusters_command(app),
       loom::cli::register_validate_command(app),

@@ -270,12 +270,32 @@ core::Status apply_framework_param(FrameworkTraits& traits, const std::string& a
 }
 
 core::Status FrameworkTraits::check_layout(const core::Layout& layout) const {
-  if (id == Framework::kMegatronDeepSpeed && layout.zero >= 2 && layout.pp > 1) {
+  if (layout.zero >= 2 && layout.pp > 1 &&
+      (id == Framework::kMegatronDeepSpeed || id == Framework::kMegatron)) {
     return core::error(core::ErrorCode::kInfeasible,
-                       "--zero {} with pp {}: DeepSpeed's pipeline engine supports only ZeRO "
-                       "stage 0 or 1 (ZeRO-2/3 would shard gradients between micro-batches); "
-                       "use --zero 1 or pp 1",
-                       layout.zero, layout.pp);
+                       "--zero {} with pp {}: {} cannot shard gradients or parameters across a "
+                       "pipeline (DeepSpeed's pipeline engine asserts ZeRO <= 1; Megatron-FSDP "
+                       "supports TP/CP/EP, not PP); use --zero 1 or pp 1",
+                       layout.zero, layout.pp, name);
+  }
+  if (id == Framework::kMegatronDeepSpeed) {
+    // The BigScience Megatron-DeepSpeed fork and DeepSpeed's pipeline engine: no sequence
+    // parallelism, no interleaved schedule, activation checkpointing of whole layers only.
+    if (layout.sp) {
+      return core::error(core::ErrorCode::kInfeasible,
+                         "--sp: megatron-deepspeed has no sequence parallelism (allowed: no --sp)");
+    }
+    if (layout.vpp > 1) {
+      return core::error(core::ErrorCode::kInfeasible,
+                         "--vpp {}: DeepSpeed's pipeline engine has no interleaved schedule "
+                         "(allowed: vpp 1)",
+                         layout.vpp);
+    }
+    if (layout.recompute == core::Recompute::kSelective) {
+      return core::error(core::ErrorCode::kInfeasible,
+                         "--recompute selective: megatron-deepspeed checkpoints whole layers "
+                         "(allowed: none, full)");
+    }
   }
   return core::ok_status();
 }

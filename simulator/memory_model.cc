@@ -181,6 +181,34 @@ core::Result<MemoryReport> estimate_memory(const MemoryModelInput& in) {
   return report;
 }
 
+core::Result<std::vector<StageMemoryLine>> stage_memory_lines(const MemoryModelInput& in) {
+  const Layout& l = in.layout;
+  if (l.vpp != 1) {
+    return core::error(core::ErrorCode::kInvalidArgument,
+                       "stage_memory_lines needs vpp = 1 (got {})", l.vpp);
+  }
+  const FrameworkTraits& fw = framework_traits(in.framework);
+  ActivationOptions act_opts = ActivationOptions::from_framework(fw);
+  if (in.flash_attention) act_opts.flash_attention = *in.flash_attention;
+  act_opts.dropout = in.dropout;
+  MemoryModelInput probe = in;
+  probe.describe_stages = false;
+  const StageInputs x{probe, fw, block_activations(in.model, l, act_opts),
+                      activation_bytes(l.precision), static_cast<double>(l.seq * l.mbs),
+                      static_cast<double>(in.model.hidden_size) / (l.sp ? l.tp : 1)};
+  std::vector<StageMemoryLine> lines(l.pp);
+  for (int64_t s = 0; s < l.pp; ++s) {
+    double peak[3];
+    for (int64_t n = 0; n < 3; ++n) {
+      probe.layout.partition[s] = n;
+      peak[n] = estimate_stage(x, stage_contents(in.model, probe.layout, s), s).peak_bytes;
+    }
+    probe.layout.partition[s] = l.partition[s];
+    lines[s] = {2.0 * peak[1] - peak[2], peak[2] - peak[1], peak[0]};
+  }
+  return lines;
+}
+
 nlohmann::json memory_report_json(const MemoryReport& r) {
   using nlohmann::json;
   json stages = json::array();

@@ -84,6 +84,20 @@ struct MemoryReport {
 
 core::Result<MemoryReport> estimate_memory(const MemoryModelInput& input);
 
+// A stage's peak memory as a function of its block count (vpp = 1): peak = fixed + per_block x n
+// for n >= 1, exact in this model (every term is affine in the blocks), and empty_stage_bytes
+// for n = 0 (a first or last stage holding only the embedding or the LM head). What a pipeline
+// partitioner needs to respect each stage's memory limit.
+struct StageMemoryLine {
+  double fixed_bytes = 0;
+  double per_block_bytes = 0;
+  double empty_stage_bytes = 0;
+  double peak_bytes(int64_t blocks) const {
+    return blocks == 0 ? empty_stage_bytes : fixed_bytes + per_block_bytes * static_cast<double>(blocks);
+  }
+};
+core::Result<std::vector<StageMemoryLine>> stage_memory_lines(const MemoryModelInput& input);
+
 // The stable JSON form: peak_gib, fits, per_stage [...], checkpoint {bytes, write_time_s}.
 nlohmann::json memory_report_json(const MemoryReport& report);
 

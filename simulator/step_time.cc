@@ -119,44 +119,66 @@ core::Result<std::pair<double, double>> zero3_block_exposed(Context& x, const Pr
   return std::pair{exposed(fwd_comm, fwd.total()), exposed(bwd_comm, bwd.total())};
 }
 
-core::Result<ChunkBreakdown> chunk_costs(Context& x) {
+// Per-micro-batch costs of the units a chunk is made of: one block, the embedding, the head.
+struct Units {
+  Priced block_fwd, block_bwd, emb_fwd, emb_bwd, head_fwd, head_bwd;
+  std::pair<double, double> zero3;  // exposed ZeRO-3 traffic per block, forward / backward
+  double fold_s_per_param = 0;      // folding bf16 gradients into fp32, per parameter
+};
+
+core::Result<Units> unit_costs(Context& x) {
   const Layout& l = x.in.layout;
   const core::ModelSpec& m = x.in.model;
-  LOOM_ASSIGN_OR_RETURN(Priced block_fwd, price(x, block_forward_ops(m, l, x.ops)));
+  Units u;
+  LOOM_ASSIGN_OR_RETURN(u.block_fwd, price(x, block_forward_ops(m, l, x.ops)));
   LOOM_ASSIGN_OR_RETURN(Priced block_recompute, price(x, block_recompute_ops(m, l, x.ops)));
   LOOM_ASSIGN_OR_RETURN(Priced block_bwd_only, price(x, block_backward_ops(m, l, x.ops)));
-  Priced block_bwd = block_recompute;
-  block_bwd += block_bwd_only;
-  LOOM_ASSIGN_OR_RETURN(auto z3, zero3_block_exposed(x, block_fwd, block_bwd));
-  LOOM_ASSIGN_OR_RETURN(Priced emb_fwd, price(x, embedding_ops(m, l, false)));
-  LOOM_ASSIGN_OR_RETURN(Priced emb_bwd, price(x, embedding_ops(m, l, true)));
-  LOOM_ASSIGN_OR_RETURN(Priced head_fwd, price(x, lm_head_ops(m, l, false)));
-  LOOM_ASSIGN_OR_RETURN(Priced head_bwd, price(x, lm_head_ops(m, l, true)));
+  u.block_bwd = block_recompute;
+  u.block_bwd += block_bwd_only;
+  LOOM_ASSIGN_OR_RETURN(u.zero3, zero3_block_exposed(x, u.block_fwd, u.block_bwd));
+  LOOM_ASSIGN_OR_RETURN(u.emb_fwd, price(x, embedding_ops(m, l, false)));
+  LOOM_ASSIGN_OR_RETURN(u.emb_bwd, price(x, embedding_ops(m, l, true)));
+  LOOM_ASSIGN_OR_RETURN(u.head_fwd, price(x, lm_head_ops(m, l, false)));
+  LOOM_ASSIGN_OR_RETURN(u.head_bwd, price(x, lm_head_ops(m, l, true)));
+  if (x.fw.bf16_grad_fold_bytes_per_param > 0 && l.precision == core::Precision::kBf16) {
+    u.fold_s_per_param = x.compute.elementwise_time_s(x.fw.bf16_grad_fold_bytes_per_param) -
+                         x.compute.elementwise_time_s(0.0);
+  }
+  return u;
+}
 
+// Parameters of a chunk's units whose gradients are folded.
+double fold_seconds(const Context& x, const Units& u, double blocks, bool embedding, bool head) {
+  if (u.fold_s_per_param == 0) return 0.0;
+  const core::ModelSpec& m = x.in.model;
+  const Layout& l = x.in.layout;
+  double params = blocks * static_cast<double>(m.block_params(l.tp));
+  if (embedding) params += static_cast<double>(m.embedding_params(l.tp, true) + m.position_params());
+  if (head) params += static_cast<double>(m.lm_head_params(l.tp, true));
+  return params * u.fold_s_per_param;
+}
+
+core::Result<ChunkBreakdown> chunk_costs(Context& x) {
+  const Layout& l = x.in.layout;
+  LOOM_ASSIGN_OR_RETURN(Units u, unit_costs(x));
   const int64_t chunks = l.num_chunks();
   ChunkBreakdown c;
   for (int64_t k = 0; k < chunks; ++k) {
     const double n = static_cast<double>(l.partition[k]);
-    Priced f = block_fwd.scaled(n), b = block_bwd.scaled(n);
+    Priced f = u.block_fwd.scaled(n), b = u.block_bwd.scaled(n);
     if (k == 0) {
-      f += emb_fwd;
-      b += emb_bwd;
+      f += u.emb_fwd;
+      b += u.emb_bwd;
     }
     if (k == chunks - 1) {
-      f += head_fwd;
-      b += head_bwd;
+      f += u.head_fwd;
+      b += u.head_bwd;
     }
-    if (x.fw.bf16_grad_fold_bytes_per_param > 0 && l.precision == core::Precision::kBf16) {
-      // Folding this chunk's half-precision gradients into the fp32 buffer.
-      double params = n * static_cast<double>(m.block_params(l.tp));
-      if (k == 0) params += static_cast<double>(m.embedding_params(l.tp, true) + m.position_params());
-      if (k == chunks - 1) params += static_cast<double>(m.lm_head_params(l.tp, true));
-      b.compute_s += x.compute.elementwise_time_s(params * x.fw.bf16_grad_fold_bytes_per_param);
-    }
+    b.compute_s += fold_seconds(x, u, n, k == 0, k == chunks - 1);
     c.forward.push_back(f);
     c.backward.push_back(b);
-    c.zero3_forward_s.push_back(n * z3.first);
-    c.zero3_backward_s.push_back(n * z3.second);
+    c.zero3_forward_s.push_back(n * u.zero3.first);
+    c.zero3_backward_s.push_back(n * u.zero3.second);
   }
   return c;
 }
@@ -219,10 +241,7 @@ core::Result<StageTail> stage_tail(Context& x, const StageContents& c, double la
   return t;
 }
 
-}  // namespace
-
-core::Result<StepTimeReport> simulate_step(const StepTimeInput& in, CollectiveModel* shared) {
-  const Layout& l = in.layout;
+core::Result<Context> make_context(const StepTimeInput& in, CollectiveModel& comm) {
   if (!in.cluster.compute.present) {
     return core::error(core::ErrorCode::kInvalidArgument,
                        "cluster profile '{}' has no 'compute' section (GEMM and attention "
@@ -231,16 +250,35 @@ core::Result<StepTimeReport> simulate_step(const StepTimeInput& in, CollectiveMo
                        in.cluster.name);
   }
   const FrameworkTraits& fw = in.traits ? *in.traits : framework_traits(in.framework);
-  LOOM_RETURN_IF_ERROR(fw.check_layout(l));
+  LOOM_RETURN_IF_ERROR(fw.check_layout(in.layout));
+  OpOptions op_options;
+  op_options.flash_attention = in.flash_attention.value_or(fw.flash_attention);
+  op_options.dropout = in.dropout;
+  return Context{in, fw, ComputeModel(in.cluster, in.layout.precision), comm, op_options};
+}
+
+}  // namespace
+
+core::Result<UnitCosts> micro_batch_unit_costs(const StepTimeInput& in, CollectiveModel& comm) {
+  LOOM_ASSIGN_OR_RETURN(Context x, make_context(in, comm));
+  LOOM_ASSIGN_OR_RETURN(Units u, unit_costs(x));
+  UnitCosts out;
+  out.block_s = u.block_fwd.total() + u.block_bwd.total() + u.zero3.first + u.zero3.second +
+                fold_seconds(x, u, 1.0, false, false);
+  out.embedding_s = u.emb_fwd.total() + u.emb_bwd.total() + fold_seconds(x, u, 0, true, false);
+  out.head_s = u.head_fwd.total() + u.head_bwd.total() + fold_seconds(x, u, 0, false, true);
+  return out;
+}
+
+core::Result<StepTimeReport> simulate_step(const StepTimeInput& in, CollectiveModel* shared) {
+  const Layout& l = in.layout;
   std::optional<CollectiveModel> own;
   if (!shared) {
     LOOM_ASSIGN_OR_RETURN(CollectiveModel created, CollectiveModel::create(in.cluster, l.gpus));
     own.emplace(std::move(created));
   }
-  OpOptions op_options;
-  op_options.flash_attention = in.flash_attention.value_or(fw.flash_attention);
-  op_options.dropout = in.dropout;
-  Context x{in, fw, ComputeModel(in.cluster, l.precision), shared ? *shared : *own, op_options};
+  LOOM_ASSIGN_OR_RETURN(Context x, make_context(in, shared ? *shared : *own));
+  const FrameworkTraits& fw = x.fw;
 
   LOOM_ASSIGN_OR_RETURN(ChunkBreakdown chunks, chunk_costs(x));
   LOOM_ASSIGN_OR_RETURN(double p2p, p2p_time_s(x));

@@ -74,6 +74,16 @@ struct StepTimeReport {
   std::vector<TraceEvent> trace;
 };
 
+// Seconds of one micro-batch's forward + backward (with recompute and exposed TP / ZeRO-3
+// traffic) per unit, independent of the partition: what a pipeline partitioner balances.
+struct UnitCosts {
+  double block_s = 0;      // one transformer block
+  double embedding_s = 0;  // the embedding (first stage)
+  double head_s = 0;       // final norm, LM head and loss (last stage)
+};
+core::Result<UnitCosts> micro_batch_unit_costs(const StepTimeInput& input,
+                                               CollectiveModel& collectives);
+
 // `collectives` may be shared across calls for the same profile and GPU count (the planner);
 // when null a model is built for this call.
 core::Result<StepTimeReport> simulate_step(const StepTimeInput& input,

@@ -114,3 +114,47 @@ TEST(Cli, ListsModelsAndClusters) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(CliPlan, PlansWritesAPlanFileAndExportsIt) {
+  const std::string plan = ::testing::TempDir() + "/cli_plan.yaml";
+  Output o = run_loom("plan --model tiny-llama --cluster dgx-a100-80gb --gpus 8 --gbs 16 --seq 128 "
+                      "--json --out " + plan);
+  ASSERT_EQ(o.exit_code, 0) << o.text;
+  const auto j = nlohmann::json::parse(o.text);
+  EXPECT_GT(j["candidates"].get<int64_t>(), 0);
+  EXPECT_GE(j["wall_s"].get<double>(), 0);
+  ASSERT_FALSE(j["plans"].empty());
+  o = run_loom("export --plan " + plan + " --format megatron");
+  ASSERT_EQ(o.exit_code, 0) << o.text;
+  EXPECT_NE(o.text.find("--tensor-model-parallel-size"), std::string::npos);
+  EXPECT_NE(o.text.find("--global-batch-size 16"), std::string::npos) << o.text;
+}
+
+TEST(CliPlan, ImpossibleRequestSaysWhy) {
+  const Output o = run_loom("plan --model tiny-llama --cluster dgx-a100-80gb --gpus 7 --gbs 16 --seq 128");
+  EXPECT_NE(o.exit_code, 0);
+  EXPECT_NE(o.text.find("no layout of tiny-llama runs on 7"), std::string::npos) << o.text;
+  EXPECT_NE(o.text.find("global batch not divisible by dp"), std::string::npos) << o.text;
+}
+
+TEST(CliBudget, ReportsDaysGoodputAndCostPerGpuCount) {
+  const Output o = run_loom("budget --model tiny-llama --cluster dgx-a100-80gb --tokens 1B "
+                            "--gpus 8,16 --gbs 64 --seq 128 --json");
+  ASSERT_EQ(o.exit_code, 0) << o.text;
+  const auto j = nlohmann::json::parse(o.text);
+  ASSERT_EQ(j["rows"].size(), 2u);
+  for (const auto& row : j["rows"]) {
+    for (const char* key : {"gpus", "plan", "tokens_per_s", "days_ideal", "days_to_train",
+                            "gpu_hours", "cost", "checkpoint_interval_s", "goodput"}) {
+      EXPECT_TRUE(row.contains(key)) << key;
+    }
+    EXPECT_GE(row["days_to_train"].get<double>(), row["days_ideal"].get<double>());
+  }
+  const Output bad = run_loom("budget --model tiny-llama --cluster dgx-a100-80gb --tokens lots");
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_NE(bad.text.find("--tokens"), std::string::npos) << bad.text;
+}
+
+}  // namespace
