@@ -14,6 +14,7 @@
 #include "cli/table.h"
 #include "simulator/memory_validation.h"
 #include "simulator/step_validation.h"
+#include "cli/planner_validation.h"
 
 namespace loom::cli {
 
@@ -236,8 +237,10 @@ CommandRunner register_validate_command(CLI::App& app) {
   cmd->add_option("--runs", args->runs,
                   "validation file (e.g. ../shared/validation/published_runs.yaml)")
       ->required();
-  cmd->add_option("--metric", args->metric, "what to validate: step-time (default) or memory")
-      ->check(CLI::IsMember({"memory", "step-time"}))
+  cmd->add_option("--metric", args->metric,
+                  "what to validate: step-time (default), memory, or planner (regret of the "
+                  "planner's choice among measured layouts)")
+      ->check(CLI::IsMember({"memory", "step-time", "planner"}))
       ->capture_default_str();
   cmd->add_flag("--json", args->json, "print JSON");
   cmd->add_flag("--markdown", args->markdown, "print the per-run table as Markdown");
@@ -252,6 +255,7 @@ CommandRunner register_validate_command(CLI::App& app) {
     auto progress = [tty](size_t i, size_t n, const std::string& id) {
       if (tty) std::cerr << fmt::format("\r[{}/{}] {:<60}", i + 1, n, id) << std::flush;
     };
+    if (args->metric == "planner") return run_planner_validation(runs, args->json);
     if (args->metric == "step-time") {
       LOOM_ASSIGN_OR_RETURN(auto traits, parse_framework_params(args->framework_params));
       LOOM_ASSIGN_OR_RETURN(std::vector<StepValidation> steps,

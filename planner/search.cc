@@ -90,6 +90,7 @@ std::vector<int64_t> divisors(int64_t n, int64_t limit) {
 // that fits dominates the rest (same everything, less compute).
 struct Shape {
   core::Layout layout;
+  bool fixed_recompute = false;  // a given layout (PlanRequest::only): keep its recompute mode
 };
 
 struct Enumeration {
@@ -186,7 +187,7 @@ Enumeration from_list(const PlanRequest& r) {
     l.seq = r.seq;
     l.precision = r.precision;
     e.candidates += 1;
-    e.shapes.push_back({l});
+    e.shapes.push_back({l, true});
   }
   return e;
 }
@@ -279,6 +280,7 @@ core::Status evaluate_shape(Worker& w, const Shape& shape, ThreadResult& out) {
   bool placed = false;
   for (auto rc : {core::Recompute::kNone, core::Recompute::kSelective, core::Recompute::kFull}) {
     core::Layout l = shape.layout;
+    if (shape.fixed_recompute && rc != l.recompute) continue;
     l.recompute = rc;
     if (!allowed(w.request, l)) continue;
     if (!sim::framework_traits(w.request.framework).check_layout(l).ok()) {
