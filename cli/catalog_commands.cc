@@ -11,12 +11,11 @@
 #include "core/cluster_profile.h"
 #include "core/data_paths.h"
 #include "core/model_io.h"
+#include "core/quantity.h"
 
 namespace loom::cli {
 
 namespace {
-
-std::string format_count(double n);
 
 core::Status run_models(bool json) {
   Table t;
@@ -40,8 +39,8 @@ core::Status run_models(bool json) {
     t.add_row({m.name, m.family, std::to_string(m.num_layers), std::to_string(m.hidden_size),
                fmt::format("{}/{}", m.num_heads, m.num_kv_heads), std::to_string(m.ffn_hidden_size),
                std::to_string(m.vocab_size), std::to_string(m.max_seq_len), core::to_string(m.mlp),
-               core::to_string(m.position), format_count(params),
-               m.published_params > 0 ? format_count(m.published_params) : "-",
+               core::to_string(m.position), core::format_count(params),
+               m.published_params > 0 ? core::format_count(m.published_params) : "-",
                m.published_params > 0 ? fmt::format("{:+.2f}", diff) : "-"});
     nlohmann::json j = nlohmann::json::object();
     j["name"] = m.name;
@@ -63,13 +62,6 @@ core::Status run_models(bool json) {
     std::cout << t.render();
   }
   return first_error;
-}
-
-// 176.247 B, 6.738 B, 124 K: parameter counts at a readable scale.
-std::string format_count(double n) {
-  if (n >= 1e9) return fmt::format("{:.3f} B", n / 1e9);
-  if (n >= 1e6) return fmt::format("{:.1f} M", n / 1e6);
-  return fmt::format("{:.1f} K", n / 1e3);
 }
 
 std::string optional_number(const std::optional<double>& v, const char* format) {

@@ -82,6 +82,13 @@ YAML::Node YamlReader::lookup(const std::string& key, bool required, Status* sta
   return v;
 }
 
+Result<YAML::Node> YamlReader::required_node(const std::string& key) {
+  Status st;
+  YAML::Node v = lookup(key, /*required=*/true, &st);
+  if (!st.ok()) return st;
+  return v;
+}
+
 YamlReader YamlReader::child(const std::string& key, bool required) {
   Status st;
   YAML::Node v = lookup(key, required, &st);

@@ -47,6 +47,8 @@ class YamlReader {
                     Result<E> (*parse)(const std::string&));
 
   bool has(const std::string& key) const;
+  // A sub-document another loader reads (e.g. a plan's embedded model); marked consumed.
+  core::Result<YAML::Node> required_node(const std::string& key);
   // A nested mapping; missing + !required gives a reader over an empty map.
   YamlReader child(const std::string& key, bool required);
 

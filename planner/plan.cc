@@ -38,20 +38,12 @@ core::Result<Plan> plan_from_yaml(const YAML::Node& node, const std::string& ori
   Plan p;
   core::YamlReader r(node, origin);
   LOOM_RETURN_IF_ERROR(r.required("loom_version", p.loom_version));
-  if (!r.has("model")) {
-    return core::error(core::ErrorCode::kInvalidArgument, "{}: missing required field 'model'",
-                       origin);
-  }
-  LOOM_ASSIGN_OR_RETURN(p.model, core::model_from_yaml(node["model"], origin + " (model)"));
-  r.child("model", true);  // consumed above
+  LOOM_ASSIGN_OR_RETURN(YAML::Node model, r.required_node("model"));
+  LOOM_ASSIGN_OR_RETURN(p.model, core::model_from_yaml(model, origin + " (model)"));
   LOOM_RETURN_IF_ERROR(r.required("cluster", p.cluster));
   LOOM_RETURN_IF_ERROR(r.enum_field("framework", p.framework, true, sim::parse_framework));
-  if (!r.has("layout")) {
-    return core::error(core::ErrorCode::kInvalidArgument, "{}: missing required field 'layout'",
-                       origin);
-  }
-  LOOM_ASSIGN_OR_RETURN(core::Layout layout, core::layout_from_yaml(node["layout"], origin + " (layout)"));
-  r.child("layout", true);
+  LOOM_ASSIGN_OR_RETURN(YAML::Node layout_node, r.required_node("layout"));
+  LOOM_ASSIGN_OR_RETURN(core::Layout layout, core::layout_from_yaml(layout_node, origin + " (layout)"));
   LOOM_ASSIGN_OR_RETURN(p.layout, core::resolve_layout(layout, p.model));
   core::YamlReader pred = r.child("predicted", false);
   Prediction& x = p.predicted;

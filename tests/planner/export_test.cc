@@ -430,6 +430,7 @@ std::vector<std::string> shell_words(const std::string& text) {
   }
   if (pipe) pclose(pipe);
   std::remove(path);
+  std::remove(path);
   return words;
 }
 
