@@ -21,5 +21,9 @@ CommandRunner register_simulate_command(CLI::App& app);
 CommandRunner register_export_command(CLI::App& app);
 CommandRunner register_plan_command(CLI::App& app);
 CommandRunner register_budget_command(CLI::App& app);
+CommandRunner register_data_command(CLI::App& app);       // loom data prepare | synth | info
+CommandRunner register_export_hf_command(CLI::App& app);  // loom export-hf
+CommandRunner register_train_command(CLI::App& app);      // loom train
+CommandRunner register_eval_command(CLI::App& app);       // loom eval
 
 }  // namespace loom::cli

@@ -1,0 +1,2 @@
+// Implementation pending (owner: kernels CPU ops).
+#include "kernels/cpu/cpu_ops.h"
