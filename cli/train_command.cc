@@ -1,13 +1,112 @@
-// Placeholder registration of `loom train` until its implementation lands (replaced by its owner).
+// `loom train`: trains a model on one process with the CPU backend (trainer/trainer.h) and
+// prints Megatron-style per-iteration lines, then a summary (table, or --json). Every option
+// comes from train::visit_train_fields, the single definition.
+#include <iostream>
+#include <memory>
+
+#include <nlohmann/json.hpp>
+
 #include "cli/commands.h"
+#include "cli/table.h"
+#include "trainer/trainer.h"
 
 namespace loom::cli {
 
+namespace {
+
+struct TrainArgs {
+  train::TrainConfig cfg;
+  std::string recompute = "none";
+  std::string backend = "cpu";
+  bool json = false;
+};
+
+// Registers each TrainConfig field as a CLI11 option.
+struct CliRegistrar {
+  CLI::App* app;
+  TrainArgs* args;
+  void text(const char*, const char* flags, const char* help, std::string& v) {
+    app->add_option(flags, v, help);
+  }
+  void flag(const char*, const char* flags, const char* help, bool& v) {
+    app->add_flag(flags, v, help);
+  }
+  void flag_inverted(const char*, const char* flags, const char* help, bool& v) {
+    app->add_flag_callback(flags, [&v]() { v = false; }, help);
+  }
+  void integer(const char*, const char* flags, const char* help, int64_t& v) {
+    app->add_option(flags, v, help)->capture_default_str();
+  }
+  void unsigned_integer(const char*, const char* flags, const char* help, uint64_t& v) {
+    app->add_option(flags, v, help)->capture_default_str();
+  }
+  void real(const char*, const char* flags, const char* help, double& v) {
+    app->add_option(flags, v, help)->capture_default_str();
+  }
+  void recompute(const char*, const char* flags, const char* help, core::Recompute&) {
+    app->add_option(flags, args->recompute, help)->capture_default_str();
+  }
+  void hidden_integer(const char*, const char* flags, int64_t& v) {
+    app->add_option(flags, v)->group("");
+  }
+  void hidden_text(const char*, const char* flags, std::string& v) {
+    app->add_option(flags, v)->group("");
+  }
+};
+
+std::string fmt_bytes_gib(int64_t b) { return fmt::format("{:.3f}", b / 1073741824.0); }
+
+core::Status run_train(TrainArgs& a) {
+  if (a.backend != "cpu") {
+    return core::error(core::ErrorCode::kInvalidArgument,
+                       "--backend '{}': this build trains with: cpu", a.backend);
+  }
+  LOOM_ASSIGN_OR_RETURN(a.cfg.recompute, core::parse_recompute(a.recompute));
+  std::ostream* out = a.json ? &std::cerr : &std::cout;
+  LOOM_ASSIGN_OR_RETURN(std::unique_ptr<train::Trainer> trainer, train::Trainer::create(a.cfg, out));
+  train::TrainSummary s;
+  LOOM_RETURN_IF_ERROR(trainer->run(&s));
+  if (a.json) {
+    nlohmann::json j = s.to_json();
+    j["model"] = trainer->spec().name;
+    j["config"] = train::train_config_to_json(a.cfg);
+    std::cout << j.dump(2) << "\n";
+    return core::ok_status();
+  }
+  Table t;
+  t.add_column("iterations");
+  t.add_column("final loss");
+  t.add_column("validation loss");
+  t.add_column("step time s");
+  t.add_column("tokens/s");
+  t.add_column("skipped");
+  t.add_column("rollbacks");
+  t.add_column("state GiB");
+  t.add_column("activations GiB");
+  t.add_column("peak RSS GiB");
+  t.add_row({fmt::format("{}-{}", s.first_step, s.last_step), fmt::format("{:.4f}", s.final_loss),
+             s.validation_loss >= 0 ? fmt::format("{:.4f}", s.validation_loss) : "-",
+             fmt::format("{:.4f}", s.mean_step_time_s), fmt::format("{:.0f}", s.tokens_per_s),
+             std::to_string(s.skipped), std::to_string(s.rollbacks), fmt_bytes_gib(s.state_bytes),
+             fmt_bytes_gib(s.workspace_bytes), fmt_bytes_gib(s.peak_rss_bytes)});
+  std::cout << t.render();
+  return core::ok_status();
+}
+
+}  // namespace
+
 CommandRunner register_train_command(CLI::App& app) {
-  CLI::App* sub = app.add_subcommand("train", "(not built yet)");
-  return [sub]() -> core::Status {
+  auto args = std::make_shared<TrainArgs>();
+  CLI::App* sub = app.add_subcommand(
+      "train", "Train a model with the CPU backend (one process): per-iteration loss, learning "
+               "rate, gradient norm, tokens/s and memory; checkpoints and exact resume");
+  CliRegistrar reg{sub, args.get()};
+  train::visit_train_fields(args->cfg, reg);
+  sub->add_option("--backend", args->backend, "compute backend (cpu)")->capture_default_str();
+  sub->add_flag("--json", args->json, "summary as JSON on stdout (iteration lines on stderr)");
+  return [sub, args]() -> core::Status {
     if (!sub->parsed()) return core::ok_status();
-    return core::Status(core::ErrorCode::kInternal, "loom train is not built yet");
+    return run_train(*args);
   };
 }
 

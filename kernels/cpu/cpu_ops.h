@@ -3,7 +3,7 @@
 // fused cross-entropy), templated on the scalar so that gradient checks run in double and
 // training runs in float. The model code (trainer/) calls only these functions; the CUDA
 // backend of a later issue implements the same set on the device. Each op is checked against
-// central finite differences in tests/kernels_cpu/cpu_ops_test.cc.
+// central finite differences in tests/kernels_cpu/ (one test file per op family).
 //
 // Conventions: all tensors are dense, row-major, contiguous. Shapes are given in the names
 // (x_nc: [N, C]; q_bthd: [B, T, H, D]). A linear layer's weight is [out, in] (the Hugging Face

@@ -1,0 +1,74 @@
+// AdamW and the learning-rate schedule: see optimizer.h.
+#include "trainer/optimizer.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numbers>
+
+#include "kernels/cpu/numerics.h"
+
+namespace loom::train {
+
+double learning_rate(const OptimizerConfig& cfg, int64_t step) {
+  const double peak = cfg.lr;
+  const double floor = cfg.lr * cfg.min_lr_ratio;
+  if (cfg.warmup_steps > 0 && step <= cfg.warmup_steps) {
+    return peak * static_cast<double>(step) / static_cast<double>(cfg.warmup_steps);
+  }
+  const int64_t decay = std::max(cfg.decay_steps, cfg.warmup_steps + 1);
+  if (step >= decay) return floor;
+  const double progress = static_cast<double>(step - cfg.warmup_steps) /
+                          static_cast<double>(decay - cfg.warmup_steps);
+  return floor + 0.5 * (peak - floor) * (1.0 + std::cos(std::numbers::pi * progress));
+}
+
+AdamW::AdamW(const ParamLayout& layout, const OptimizerConfig& cfg) : cfg_(cfg) {
+  for (const auto& p : layout.params()) {
+    if (!ranges_.empty() && ranges_.back().decay == p.weight_decay &&
+        ranges_.back().end == p.offset) {
+      ranges_.back().end = p.offset + p.size;
+    } else {
+      ranges_.push_back({p.offset, p.offset + p.size, p.weight_decay});
+    }
+  }
+  m_.assign(layout.total(), 0.f);
+  v_.assign(layout.total(), 0.f);
+}
+
+double AdamW::grad_norm(const float* grads, int64_t count) {
+  // Fixed-size blocks summed in order: the same result for any thread count.
+  constexpr int64_t kBlock = 1 << 16;
+  const int64_t blocks = (count + kBlock - 1) / kBlock;
+  std::vector<double> partial(blocks, 0.0);
+#pragma omp parallel for schedule(static)
+  for (int64_t b = 0; b < blocks; ++b) {
+    double s = 0.0;
+    const int64_t end = std::min(count, (b + 1) * kBlock);
+    for (int64_t i = b * kBlock; i < end; ++i) s += static_cast<double>(grads[i]) * grads[i];
+    partial[b] = s;
+  }
+  double total = 0.0;
+  for (double s : partial) total += s;
+  return std::sqrt(total);
+}
+
+void AdamW::update(float* params, const float* grads, double lr, double grad_scale) {
+  ++updates_;
+  kernels::AdamWStep st;
+  st.lr = static_cast<float>(lr);
+  st.beta1 = static_cast<float>(cfg_.beta1);
+  st.beta2 = static_cast<float>(cfg_.beta2);
+  st.eps = static_cast<float>(cfg_.eps);
+  st.bias_correction1 = static_cast<float>(1.0 - std::pow(cfg_.beta1, updates_));
+  st.bias_correction2 = static_cast<float>(1.0 - std::pow(cfg_.beta2, updates_));
+  const float scale = static_cast<float>(grad_scale);
+  for (const Range& r : ranges_) {
+    st.weight_decay = r.decay ? static_cast<float>(cfg_.weight_decay) : 0.f;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = r.begin; i < r.end; ++i) {
+      kernels::adamw_update(params[i], m_[i], v_[i], grads[i] * scale, st);
+    }
+  }
+}
+
+}  // namespace loom::train

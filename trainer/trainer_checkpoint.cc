@@ -1,0 +1,202 @@
+// Trainer checkpoints: what a checkpoint holds (weights, Adam moments, the step, the samples
+// consumed, the data loader's position, the spike guard's window, the RNG, the resolved config
+// and the model spec), loading it back exactly, and the rollback of the spike guard.
+// The atomic on-disk format (manifest, CRC-32C, marker written last) is checkpoint/'s.
+#include <filesystem>
+#include <sstream>
+#include <unordered_map>
+
+#include <fmt/format.h>
+#include <yaml-cpp/yaml.h>
+
+#include "checkpoint/checkpoint_store.h"
+#include "core/model_io.h"
+#include "trainer/checkpoint_model.h"
+#include "trainer/trainer.h"
+
+namespace loom::train {
+
+namespace {
+
+constexpr const char* kFormat = "loom-train-v1";
+
+std::string spec_yaml(const core::ModelSpec& spec) {
+  YAML::Emitter e;
+  e << core::model_to_yaml(spec);
+  return e.c_str();
+}
+
+std::vector<ckpt::Tensor> flat_to_tensors(const ParamLayout& layout, const float* flat,
+                                          const std::string& prefix) {
+  std::vector<ckpt::Tensor> out;
+  out.reserve(layout.params().size());
+  for (const ParamInfo& p : layout.params()) {
+    out.push_back(ckpt::make_f32_tensor(prefix + p.name, p.shape, flat + p.offset));
+  }
+  return out;
+}
+
+core::Status tensors_to_flat(const ParamLayout& layout, const std::vector<ckpt::Tensor>& ts,
+                             const std::string& prefix, const std::string& origin, float* flat) {
+  std::unordered_map<std::string, const ckpt::Tensor*> by_name;
+  for (const auto& t : ts) by_name[t.name] = &t;
+  for (const ParamInfo& p : layout.params()) {
+    auto it = by_name.find(prefix + p.name);
+    if (it == by_name.end()) {
+      return core::error(core::ErrorCode::kInvalidArgument, "{}: tensor {} is missing", origin,
+                         prefix + p.name);
+    }
+    if (it->second->shape != p.shape) {
+      return core::error(core::ErrorCode::kInvalidArgument,
+                         "{}: tensor {} has shape {}, the model needs {}", origin, prefix + p.name,
+                         ckpt::shape_string(it->second->shape), ckpt::shape_string(p.shape));
+    }
+    const std::vector<float> v = ckpt::as_f32(*it->second);
+    std::copy(v.begin(), v.end(), flat + p.offset);
+  }
+  return core::ok_status();
+}
+
+}  // namespace
+
+core::Status Trainer::save(const std::string& why) {
+  ckpt::CheckpointData d;
+  d.step = step_;
+  std::ostringstream rng;
+  rng << rng_;
+  d.meta = {{"format", kFormat},
+            {"reason", why},
+            {"step", step_},
+            {"consumed_samples", consumed_samples_},
+            {"adam_updates", optim_->updates()},
+            {"data_state", data_->state()},
+            {"guard_state", guard_.state()},
+            {"rng", rng.str()},
+            {"config", train_config_to_json(cfg_)},
+            {"model_yaml", spec_yaml(spec())}};
+  const ParamLayout& layout = model_->layout();
+  d.shards["model"] = flat_to_tensors(layout, params_.data(), "");
+  auto opt = flat_to_tensors(layout, optim_->exp_avg().data(), "exp_avg.");
+  auto sq = flat_to_tensors(layout, optim_->exp_avg_sq().data(), "exp_avg_sq.");
+  opt.insert(opt.end(), std::make_move_iterator(sq.begin()), std::make_move_iterator(sq.end()));
+  d.shards["optimizer"] = std::move(opt);
+  return ckpt::save_checkpoint(cfg_.save, d, static_cast<int>(cfg_.keep_last))
+      .with_context(fmt::format("saving the checkpoint of iteration {} in --save {}", step_,
+                                cfg_.save));
+}
+
+core::Status Trainer::load_latest(bool keep_data_position, std::string* loaded_from) {
+  std::vector<std::string> warnings;
+  auto loaded = ckpt::load_latest_checkpoint(cfg_.save, &warnings);
+  for (const auto& w : warnings) {
+    if (out_ != nullptr) *out_ << "warning: " << w << "\n";
+  }
+  if (!loaded.ok()) {
+    if (loaded.status().code() == core::ErrorCode::kNotFound && !keep_data_position) {
+      *loaded_from = fmt::format("no complete checkpoint in {}: starting from iteration 0",
+                                 cfg_.save);
+      return core::ok_status();
+    }
+    return loaded.status();
+  }
+  const ckpt::CheckpointData& d = *loaded;
+  const std::string origin = fmt::format("checkpoint {}/{}", cfg_.save,
+                                         ckpt::checkpoint_dir_name(d.step));
+  if (d.meta.value("format", "") != kFormat) {
+    return core::error(core::ErrorCode::kInvalidArgument, "{}: format '{}', expected '{}'",
+                       origin, d.meta.value("format", ""), kFormat);
+  }
+  if (d.meta.value("model_yaml", "") != spec_yaml(spec())) {
+    return core::error(core::ErrorCode::kInvalidArgument,
+                       "{} was trained with a different model than --model {}:\n{}", origin,
+                       cfg_.model, d.meta.value("model_yaml", ""));
+  }
+  const int64_t seq = d.meta.at("config").value("seq", int64_t{0});
+  if (seq != cfg_.seq) {
+    return core::error(core::ErrorCode::kInvalidArgument,
+                       "{} was trained with --seq {}; this run asks for --seq {}", origin, seq,
+                       cfg_.seq);
+  }
+  const ParamLayout& layout = model_->layout();
+  for (const char* shard : {"model", "optimizer"}) {
+    if (d.shards.count(shard) == 0) {
+      return core::error(core::ErrorCode::kInvalidArgument, "{}: shard {} is missing", origin,
+                         shard);
+    }
+  }
+  LOOM_RETURN_IF_ERROR(tensors_to_flat(layout, d.shards.at("model"), "", origin, params_.data()));
+  const auto& opt = d.shards.at("optimizer");
+  LOOM_RETURN_IF_ERROR(
+      tensors_to_flat(layout, opt, "exp_avg.", origin, optim_->exp_avg().data()));
+  LOOM_RETURN_IF_ERROR(
+      tensors_to_flat(layout, opt, "exp_avg_sq.", origin, optim_->exp_avg_sq().data()));
+  optim_->set_updates(d.meta.at("adam_updates").get<int64_t>());
+  guard_.restore(d.meta.at("guard_state"));
+  std::istringstream rng(d.meta.at("rng").get<std::string>());
+  rng >> rng_;
+  step_ = d.step;
+  loaded_samples_ = d.meta.at("consumed_samples").get<int64_t>();
+  if (!keep_data_position) {
+    consumed_samples_ = d.meta.at("consumed_samples").get<int64_t>();
+    LOOM_RETURN_IF_ERROR(data_->restore(d.meta.at("data_state")).with_context(origin));
+  }
+  *loaded_from = fmt::format("resumed from {} (iteration {}, {} samples consumed)", origin,
+                             d.step, d.meta.at("consumed_samples").get<int64_t>());
+  return core::ok_status();
+}
+
+core::Status Trainer::rollback(StepRecord* rec, const std::string& reason) {
+  guard_.reset_consecutive();
+  if (cfg_.save.empty() || ckpt::list_checkpoints(cfg_.save).empty()) {
+    rec->event = fmt::format("update skipped: {}; no checkpoint to roll back to (--save)", reason);
+    return core::ok_status();
+  }
+  const int64_t samples_now = consumed_samples_;
+  const int64_t failed_step = step_;
+  std::string from;
+  LOOM_RETURN_IF_ERROR(load_latest(true, &from));
+  guard_.reset_consecutive();
+  // The data position stays where it is: the batches drawn since the checkpoint -- those that
+  // caused the spikes among them -- are skipped (PaLM's practice).
+  rec->event = fmt::format(
+      "update skipped: {}; rolled back from iteration {} to {}; the {} samples drawn since are "
+      "skipped",
+      reason, failed_step, step_, samples_now - loaded_samples_);
+  return core::ok_status();
+}
+
+core::Result<CheckpointModel> load_checkpoint_model(const std::string& path,
+                                                    std::vector<std::string>* warnings) {
+  const bool one_dir = std::filesystem::exists(std::filesystem::path(path) / "manifest.json");
+  auto loaded = one_dir ? ckpt::load_checkpoint_dir(path)
+                        : ckpt::load_latest_checkpoint(path, warnings);
+  if (!loaded.ok()) return loaded.status().with_context("--checkpoint " + path);
+  const ckpt::CheckpointData& d = *loaded;
+  if (d.meta.value("format", "") != kFormat || !d.meta.contains("model_yaml")) {
+    return core::error(core::ErrorCode::kInvalidArgument,
+                       "--checkpoint {}: not a Loom training checkpoint (format '{}', expected "
+                       "'{}')",
+                       path, d.meta.value("format", ""), kFormat);
+  }
+  CheckpointModel m;
+  YAML::Node node;
+  try {
+    node = YAML::Load(d.meta.at("model_yaml").get<std::string>());
+  } catch (const YAML::Exception& e) {
+    return core::error(core::ErrorCode::kParse, "--checkpoint {}: model_yaml: {}", path,
+                       e.what());
+  }
+  LOOM_ASSIGN_OR_RETURN(m.spec, core::model_from_yaml(node, path + " (model_yaml)"));
+  const ParamLayout layout(m.spec);
+  m.params.assign(layout.total(), 0.f);
+  if (d.shards.count("model") == 0) {
+    return core::error(core::ErrorCode::kInvalidArgument, "--checkpoint {}: shard model is missing",
+                       path);
+  }
+  LOOM_RETURN_IF_ERROR(tensors_to_flat(layout, d.shards.at("model"), "", path, m.params.data()));
+  m.config = d.meta.value("config", nlohmann::json::object());
+  m.step = d.step;
+  return m;
+}
+
+}  // namespace loom::train

@@ -1,0 +1,423 @@
+// Transformer<T>: see transformer.h. Shapes: N = b * s tokens, h hidden, f FFN width,
+// q = heads * head_dim, kv = kv_heads * head_dim; activations are row-major [N, width].
+#include "trainer/transformer.h"
+
+#include <algorithm>
+#include <cmath>
+#include <utility>
+
+#include "kernels/cpu/cpu_ops.h"
+
+namespace loom::train {
+
+namespace ops = loom::kernels::cpu;
+
+namespace {
+
+template <typename T>
+void resize(std::vector<T>& v, int64_t n) {
+  v.assign(static_cast<size_t>(n), T(0));
+}
+
+template <typename T>
+int64_t bytes_of(const std::vector<T>& v) {
+  return static_cast<int64_t>(v.capacity() * sizeof(T));
+}
+
+// Rows of logits made at once by the loss: bounds the [rows, Vp] chunk to 2^24 elements
+// (64 MiB in fp32) whatever the vocabulary, so that a 250k vocabulary costs no more memory than
+// a small one (the point of fusing the LM head with the loss).
+constexpr int64_t kLogitsChunkElements = int64_t{1} << 24;
+
+}  // namespace
+
+template <typename T>
+Transformer<T>::Transformer(const core::ModelSpec& spec, core::Recompute recompute)
+    : spec_(spec), layout_(spec), recompute_(recompute) {
+  h_ = spec.hidden_size;
+  heads_ = spec.num_heads;
+  kv_heads_ = spec.num_kv_heads > 0 ? spec.num_kv_heads : spec.num_heads;
+  head_dim_ = spec.head_dim_or_default();
+  q_dim_ = heads_ * head_dim_;
+  kv_dim_ = kv_heads_ * head_dim_;
+  ffn_ = spec.ffn_hidden_size;
+  vp_ = spec.padded_vocab(1);
+  if (spec.position == core::PositionKind::kRope) {
+    rot_dim_ = 2 * static_cast<int64_t>(std::floor(head_dim_ * spec.rotary_fraction / 2.0));
+  }
+  if (spec.position == core::PositionKind::kAlibi) {
+    alibi_.resize(heads_);
+    ops::alibi_slopes(heads_, alibi_.data());
+  }
+}
+
+template <typename T>
+void Transformer<T>::prepare(int64_t b, int64_t s) {
+  if (b == b_ && s == s_) return;
+  b_ = b;
+  s_ = s;
+  n_ = b * s;
+  const int64_t layers = spec_.num_layers;
+  const bool full = recompute_ == core::Recompute::kFull;
+  const bool selective = recompute_ == core::Recompute::kSelective;
+  auto size_acts = [&](LayerActs& a, bool keep_core) {
+    resize(a.xn1, n_ * h_);
+    resize(a.mean1, n_);
+    resize(a.rstd1, n_);
+    resize(a.q, n_ * q_dim_);
+    resize(a.k, n_ * kv_dim_);
+    resize(a.v, n_ * kv_dim_);
+    if (keep_core) {
+      resize(a.o, n_ * q_dim_);
+      resize(a.lse, b_ * heads_ * s_);
+    }
+    resize(a.x_mid, n_ * h_);
+    resize(a.xn2, n_ * h_);
+    resize(a.mean2, n_);
+    resize(a.rstd2, n_);
+    if (spec_.mlp == core::MlpKind::kSwiGlu) resize(a.g, n_ * ffn_);
+    resize(a.u, n_ * ffn_);
+    resize(a.act, n_ * ffn_);
+  };
+  acts_.clear();
+  block_in_.clear();
+  if (full) {
+    block_in_.resize(layers);
+    for (auto& x : block_in_) resize(x, n_ * h_);
+    size_acts(scratch_acts_, true);
+    resize(scratch_acts_.x_in, n_ * h_);  // the recomputed block's output (discarded)
+  } else {
+    acts_.resize(layers);
+    for (auto& a : acts_) {
+      resize(a.x_in, n_ * h_);
+      size_acts(a, !selective);
+    }
+    if (selective) {  // one attention output / lse shared by all blocks
+      resize(scratch_acts_.o, n_ * q_dim_);
+      resize(scratch_acts_.lse, b_ * heads_ * s_);
+    }
+  }
+  for (auto* v : {&sc_.dact, &sc_.dg, &sc_.du}) resize(*v, n_ * ffn_);
+  for (auto* v : {&sc_.dxn, &sc_.dres}) resize(*v, n_ * h_);
+  for (auto* v : {&sc_.dattn, &sc_.dq}) resize(*v, n_ * q_dim_);
+  for (auto* v : {&sc_.dk, &sc_.dv}) resize(*v, n_ * kv_dim_);
+  if (spec_.embedding_norm) {
+    resize(embed_pre_norm_, n_ * h_);
+    resize(embed_mean_, n_);
+    resize(embed_rstd_, n_);
+  }
+  for (auto* v : {&x_final_, &xf_, &dx_, &dx2_}) resize(*v, n_ * h_);
+  resize(final_mean_, n_);
+  resize(final_rstd_, n_);
+  const int64_t rows = std::clamp<int64_t>(kLogitsChunkElements / vp_, 1, n_);
+  resize(logits_, rows * vp_);
+  inputs_.assign(n_, 0);
+  targets_.assign(n_, 0);
+  if (rot_dim_ > 0) {
+    rope_cos_.assign(s_ * rot_dim_ / 2, 0.f);
+    rope_sin_.assign(s_ * rot_dim_ / 2, 0.f);
+    ops::rope_tables(s_, rot_dim_, spec_.rope_theta, rope_cos_.data(), rope_sin_.data());
+  }
+  track_bytes();
+}
+
+template <typename T>
+typename Transformer<T>::LayerActs& Transformer<T>::acts_for(int64_t l) {
+  return recompute_ == core::Recompute::kFull ? scratch_acts_ : acts_[l];
+}
+
+template <typename T>
+void Transformer<T>::linear_forward(const T* x, const T* p, int64_t w, int64_t bias, int64_t out,
+                                    int64_t in, T* y) {
+  ops::matmul_nt<T>(n_, out, in, x, p + w, y, T(0));
+  if (bias >= 0) ops::bias_add<T>(n_, out, p + bias, y);
+}
+
+template <typename T>
+void Transformer<T>::linear_backward(const T* dy, const T* x, const T* p, T* gr, int64_t w,
+                                     int64_t bias, int64_t out, int64_t in, T* dx,
+                                     bool accumulate_dx) {
+  ops::matmul_tn<T>(out, in, n_, dy, x, gr + w, T(1));
+  if (bias >= 0) ops::bias_bwd<T>(n_, out, dy, gr + bias);
+  if (dx != nullptr) ops::matmul_nn<T>(n_, in, out, dy, p + w, dx, accumulate_dx ? T(1) : T(0));
+}
+
+template <typename T>
+void Transformer<T>::norm_forward(const T* x, int64_t w, int64_t bias, const T* p, T* y, T* mean,
+                                  T* rstd) {
+  if (spec_.norm == core::NormKind::kRmsNorm) {
+    ops::rmsnorm_fwd<T>(n_, h_, x, p + w, spec_.norm_eps, y, rstd);
+    return;
+  }
+  if (bias >= 0) {
+    ops::layernorm_fwd<T>(n_, h_, x, p + w, p + bias, spec_.norm_eps, y, mean, rstd);
+  } else {  // LayerNorm without bias: a zero bias
+    const std::vector<T> zeros(h_, T(0));
+    ops::layernorm_fwd<T>(n_, h_, x, p + w, zeros.data(), spec_.norm_eps, y, mean, rstd);
+  }
+}
+
+template <typename T>
+void Transformer<T>::norm_backward(const T* dy, const T* x, int64_t w, int64_t bias, const T* p,
+                                   T* gr, const T* mean, const T* rstd, T* dx) {
+  if (spec_.norm == core::NormKind::kRmsNorm) {
+    ops::rmsnorm_bwd<T>(n_, h_, dy, x, p + w, rstd, dx, gr + w);
+    return;
+  }
+  std::vector<T> unused;
+  T* db = nullptr;
+  if (bias >= 0) {
+    db = gr + bias;
+  } else {
+    unused.assign(h_, T(0));
+    db = unused.data();
+  }
+  ops::layernorm_bwd<T>(n_, h_, dy, x, p + w, mean, rstd, dx, gr + w, db);
+}
+
+template <typename T>
+void Transformer<T>::embed_forward(const T* p, const int32_t* inputs, T* x0) {
+  T* out = spec_.embedding_norm ? embed_pre_norm_.data() : x0;
+  ops::embedding_fwd<T>(n_, h_, inputs, p + layout_.embed, out);
+  if (layout_.pos_embed >= 0) {
+    for (int64_t i = 0; i < n_; ++i) {
+      ops::add_inplace<T>(h_, p + layout_.pos_embed + (i % s_) * h_, out + i * h_);
+    }
+  }
+  if (spec_.embedding_norm) {
+    norm_forward(out, layout_.embed_norm_w, layout_.embed_norm_b, p, x0, embed_mean_.data(),
+                 embed_rstd_.data());
+  }
+}
+
+template <typename T>
+void Transformer<T>::embed_backward(const T* p, T* gr, const int32_t* inputs, T* dx0) {
+  T* de = dx0;
+  if (spec_.embedding_norm) {
+    de = sc_.dres.data();
+    norm_backward(dx0, embed_pre_norm_.data(), layout_.embed_norm_w, layout_.embed_norm_b, p, gr,
+                  embed_mean_.data(), embed_rstd_.data(), de);
+  }
+  ops::embedding_bwd<T>(n_, h_, inputs, de, gr + layout_.embed);
+  if (layout_.pos_embed >= 0) {
+    for (int64_t i = 0; i < n_; ++i) {  // rows in order: deterministic
+      ops::add_inplace<T>(h_, de + i * h_, gr + layout_.pos_embed + (i % s_) * h_);
+    }
+  }
+}
+
+template <typename T>
+void Transformer<T>::attention_core_forward(LayerActs& a) {
+  const bool shared = recompute_ == core::Recompute::kSelective;
+  T* o = shared ? scratch_acts_.o.data() : a.o.data();
+  T* lse = shared ? scratch_acts_.lse.data() : a.lse.data();
+  ops::attention_fwd<T>(b_, s_, heads_, kv_heads_, head_dim_, a.q.data(), a.k.data(), a.v.data(),
+                        alibi_.empty() ? nullptr : alibi_.data(), o, lse);
+}
+
+template <typename T>
+void Transformer<T>::block_forward(int64_t l, const T* p, const T* x_in, LayerActs& a, T* x_out,
+                                   bool attention_core) {
+  const BlockOffsets& o = layout_.blocks[l];
+  norm_forward(x_in, o.attn_norm_w, o.attn_norm_b, p, a.xn1.data(), a.mean1.data(),
+               a.rstd1.data());
+  linear_forward(a.xn1.data(), p, o.wq, o.bq, q_dim_, h_, a.q.data());
+  linear_forward(a.xn1.data(), p, o.wk, o.bk, kv_dim_, h_, a.k.data());
+  linear_forward(a.xn1.data(), p, o.wv, o.bv, kv_dim_, h_, a.v.data());
+  if (rot_dim_ > 0) {
+    ops::rope_fwd<T>(b_, s_, heads_, head_dim_, rot_dim_, rope_cos_.data(), rope_sin_.data(),
+                     a.q.data());
+    ops::rope_fwd<T>(b_, s_, kv_heads_, head_dim_, rot_dim_, rope_cos_.data(), rope_sin_.data(),
+                     a.k.data());
+  }
+  if (attention_core) attention_core_forward(a);
+  const T* attn = recompute_ == core::Recompute::kSelective ? scratch_acts_.o.data() : a.o.data();
+  linear_forward(attn, p, o.wo, o.bo, h_, q_dim_, a.x_mid.data());
+  ops::add_inplace<T>(n_ * h_, x_in, a.x_mid.data());
+  norm_forward(a.x_mid.data(), o.mlp_norm_w, o.mlp_norm_b, p, a.xn2.data(), a.mean2.data(),
+               a.rstd2.data());
+  if (spec_.mlp == core::MlpKind::kSwiGlu) {
+    linear_forward(a.xn2.data(), p, o.w_gate, -1, ffn_, h_, a.g.data());
+    linear_forward(a.xn2.data(), p, o.w_up, -1, ffn_, h_, a.u.data());
+    ops::swiglu_fwd<T>(n_ * ffn_, a.g.data(), a.u.data(), a.act.data());
+  } else {
+    linear_forward(a.xn2.data(), p, o.w_up, o.b_up, ffn_, h_, a.u.data());
+    ops::gelu_fwd<T>(n_ * ffn_, a.u.data(), a.act.data());
+  }
+  linear_forward(a.act.data(), p, o.w_down, o.b_down, h_, ffn_, x_out);
+  ops::add_inplace<T>(n_ * h_, a.x_mid.data(), x_out);
+}
+
+template <typename T>
+void Transformer<T>::block_backward(int64_t l, const T* p, T* gr, LayerActs& a, const T* dx_out,
+                                    T* dx_in) {
+  const BlockOffsets& o = layout_.blocks[l];
+  const T* x_in = recompute_ == core::Recompute::kFull ? block_in_[l].data() : a.x_in.data();
+  // MLP: x_out = x_mid + act W_down^T
+  linear_backward(dx_out, a.act.data(), p, gr, o.w_down, o.b_down, h_, ffn_, sc_.dact.data(),
+                  false);
+  if (spec_.mlp == core::MlpKind::kSwiGlu) {
+    ops::swiglu_bwd<T>(n_ * ffn_, sc_.dact.data(), a.g.data(), a.u.data(), sc_.dg.data(),
+                       sc_.du.data());
+    linear_backward(sc_.dg.data(), a.xn2.data(), p, gr, o.w_gate, -1, ffn_, h_, sc_.dxn.data(),
+                    false);
+    linear_backward(sc_.du.data(), a.xn2.data(), p, gr, o.w_up, -1, ffn_, h_, sc_.dxn.data(),
+                    true);
+  } else {
+    ops::gelu_bwd<T>(n_ * ffn_, sc_.dact.data(), a.u.data(), sc_.du.data());
+    linear_backward(sc_.du.data(), a.xn2.data(), p, gr, o.w_up, o.b_up, ffn_, h_, sc_.dxn.data(),
+                    false);
+  }
+  // d x_mid = d x_out (residual) + d norm2
+  norm_backward(sc_.dxn.data(), a.x_mid.data(), o.mlp_norm_w, o.mlp_norm_b, p, gr, a.mean2.data(),
+                a.rstd2.data(), sc_.dres.data());
+  ops::add_inplace<T>(n_ * h_, dx_out, sc_.dres.data());
+  const T* dmid = sc_.dres.data();
+  // Attention: x_mid = x_in + attn W_o^T
+  const bool shared = recompute_ == core::Recompute::kSelective;
+  const T* attn = shared ? scratch_acts_.o.data() : a.o.data();
+  const T* lse = shared ? scratch_acts_.lse.data() : a.lse.data();
+  linear_backward(dmid, attn, p, gr, o.wo, o.bo, h_, q_dim_, sc_.dattn.data(), false);
+  ops::attention_bwd<T>(b_, s_, heads_, kv_heads_, head_dim_, a.q.data(), a.k.data(), a.v.data(),
+                        alibi_.empty() ? nullptr : alibi_.data(), attn, lse, sc_.dattn.data(),
+                        sc_.dq.data(), sc_.dk.data(), sc_.dv.data());
+  if (rot_dim_ > 0) {
+    ops::rope_bwd<T>(b_, s_, heads_, head_dim_, rot_dim_, rope_cos_.data(), rope_sin_.data(),
+                     sc_.dq.data());
+    ops::rope_bwd<T>(b_, s_, kv_heads_, head_dim_, rot_dim_, rope_cos_.data(), rope_sin_.data(),
+                     sc_.dk.data());
+  }
+  linear_backward(sc_.dq.data(), a.xn1.data(), p, gr, o.wq, o.bq, q_dim_, h_, sc_.dxn.data(),
+                  false);
+  linear_backward(sc_.dk.data(), a.xn1.data(), p, gr, o.wk, o.bk, kv_dim_, h_, sc_.dxn.data(),
+                  true);
+  linear_backward(sc_.dv.data(), a.xn1.data(), p, gr, o.wv, o.bv, kv_dim_, h_, sc_.dxn.data(),
+                  true);
+  norm_backward(sc_.dxn.data(), x_in, o.attn_norm_w, o.attn_norm_b, p, gr, a.mean1.data(),
+                a.rstd1.data(), dx_in);
+  ops::add_inplace<T>(n_ * h_, dmid, dx_in);
+}
+
+template <typename T>
+void Transformer<T>::forward_stack(const T* p, const int32_t* inputs) {
+  const int64_t layers = spec_.num_layers;
+  const bool full = recompute_ == core::Recompute::kFull;
+  auto input_of = [&](int64_t l) -> T* {
+    if (l == layers) return x_final_.data();
+    return full ? block_in_[l].data() : acts_[l].x_in.data();
+  };
+  embed_forward(p, inputs, input_of(0));
+  for (int64_t l = 0; l < layers; ++l) {
+    block_forward(l, p, input_of(l), acts_for(l), input_of(l + 1), true);
+  }
+  norm_forward(x_final_.data(), layout_.final_norm_w, layout_.final_norm_b, p, xf_.data(),
+               final_mean_.data(), final_rstd_.data());
+}
+
+template <typename T>
+double Transformer<T>::loss_chunks(const T* p, T* gr, const int32_t* targets, T grad_scale,
+                                   bool backward) {
+  const int64_t rows = static_cast<int64_t>(logits_.size()) / vp_;
+  const T* w = p + layout_.lm_head;
+  std::vector<T> loss_n(rows);
+  double total = 0.0;
+  for (int64_t r0 = 0; r0 < n_; r0 += rows) {
+    const int64_t r = std::min(rows, n_ - r0);
+    const T* x = xf_.data() + r0 * h_;
+    ops::matmul_nt<T>(r, vp_, h_, x, w, logits_.data(), T(0));
+    if (!backward) {
+      total += ops::cross_entropy_fwd<T>(r, vp_, spec_.vocab_size, targets + r0, logits_.data(),
+                                         loss_n.data());
+      continue;
+    }
+    total += ops::cross_entropy_fwd_bwd<T>(r, vp_, spec_.vocab_size, targets + r0,
+                                           logits_.data(), grad_scale, loss_n.data());
+    ops::matmul_tn<T>(vp_, h_, r, logits_.data(), x, gr + layout_.lm_head, T(1));
+    ops::matmul_nn<T>(r, h_, vp_, logits_.data(), w, dx2_.data() + r0 * h_, T(0));
+  }
+  return total;
+}
+
+namespace {
+void split_tokens(const int32_t* tokens, int64_t b, int64_t s, int32_t* inputs,
+                  int32_t* targets) {
+  for (int64_t i = 0; i < b; ++i) {
+    std::copy(tokens + i * (s + 1), tokens + i * (s + 1) + s, inputs + i * s);
+    std::copy(tokens + i * (s + 1) + 1, tokens + (i + 1) * (s + 1), targets + i * s);
+  }
+}
+}  // namespace
+
+template <typename T>
+double Transformer<T>::forward_backward(const T* p, T* gr, const int32_t* tokens, int64_t b,
+                                        int64_t s, T grad_scale) {
+  prepare(b, s);
+  split_tokens(tokens, b, s, inputs_.data(), targets_.data());
+  forward_stack(p, inputs_.data());
+  const double loss = loss_chunks(p, gr, targets_.data(), grad_scale, true);
+  // loss_chunks left d xf in dx2_.
+  norm_backward(dx2_.data(), x_final_.data(), layout_.final_norm_w, layout_.final_norm_b, p, gr,
+                final_mean_.data(), final_rstd_.data(), dx_.data());
+  for (int64_t l = spec_.num_layers - 1; l >= 0; --l) {
+    LayerActs& a = acts_for(l);
+    if (recompute_ == core::Recompute::kFull) {
+      block_forward(l, p, block_in_[l].data(), a, scratch_acts_.x_in.data(), true);
+    } else if (recompute_ == core::Recompute::kSelective) {
+      attention_core_forward(a);
+    }
+    block_backward(l, p, gr, a, dx_.data(), dx2_.data());
+    std::swap(dx_, dx2_);
+  }
+  embed_backward(p, gr, inputs_.data(), dx_.data());
+  track_bytes();
+  return loss;
+}
+
+template <typename T>
+double Transformer<T>::forward_loss(const T* p, const int32_t* tokens, int64_t b, int64_t s) {
+  prepare(b, s);
+  split_tokens(tokens, b, s, inputs_.data(), targets_.data());
+  forward_stack(p, inputs_.data());
+  return loss_chunks(p, nullptr, targets_.data(), T(0), false);
+}
+
+template <typename T>
+std::vector<T> Transformer<T>::forward_logits(const T* p, const int32_t* inputs, int64_t b,
+                                              int64_t s) {
+  prepare(b, s);
+  std::copy(inputs, inputs + b * s, inputs_.begin());
+  forward_stack(p, inputs_.data());
+  std::vector<T> logits(n_ * vp_);
+  ops::matmul_nt<T>(n_, vp_, h_, xf_.data(), p + layout_.lm_head, logits.data(), T(0));
+  return logits;
+}
+
+template <typename T>
+int64_t Transformer<T>::workspace_bytes() const {
+  int64_t total = 0;
+  auto add_acts = [&](const LayerActs& a) {
+    for (const auto* v : {&a.x_in, &a.xn1, &a.mean1, &a.rstd1, &a.q, &a.k, &a.v, &a.o, &a.lse,
+                          &a.x_mid, &a.xn2, &a.mean2, &a.rstd2, &a.g, &a.u, &a.act}) {
+      total += bytes_of(*v);
+    }
+  };
+  for (const auto& a : acts_) add_acts(a);
+  add_acts(scratch_acts_);
+  for (const auto& x : block_in_) total += bytes_of(x);
+  for (const auto* v : {&sc_.dact, &sc_.dg, &sc_.du, &sc_.dxn, &sc_.dattn, &sc_.dq, &sc_.dk,
+                        &sc_.dv, &sc_.dres, &embed_pre_norm_, &embed_mean_, &embed_rstd_,
+                        &x_final_, &xf_, &final_mean_, &final_rstd_, &dx_, &dx2_, &logits_}) {
+    total += bytes_of(*v);
+  }
+  return total;
+}
+
+template <typename T>
+void Transformer<T>::track_bytes() {
+  high_water_bytes_ = std::max(high_water_bytes_, workspace_bytes());
+}
+
+template class Transformer<float>;
+template class Transformer<double>;
+
+}  // namespace loom::train
