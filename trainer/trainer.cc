@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <algorithm>
 #include <csignal>
 #include <fstream>
 #include <limits>
@@ -184,13 +185,17 @@ double Trainer::evaluate(int64_t max_batches) {
 
 void Trainer::emit(const StepRecord& r) {
   const double mem_gib = static_cast<double>(peak_rss_bytes()) / (1 << 30);
+  run_time_s_ += r.step_time_s;
+  ++run_iterations_;
+  const double eta_s = run_time_s_ / static_cast<double>(run_iterations_) *
+                       static_cast<double>(std::max<int64_t>(0, cfg_.steps - r.step));
   if (!cfg_.quiet && out_ != nullptr) {
     *out_ << fmt::format(
         " iteration {:>8}/{:>8} | consumed samples: {:>10} | elapsed time per iteration (ms): "
         "{:.1f} | learning rate: {:.6E} | global batch size: {:>5} | lm loss: {:.6E} | grad "
-        "norm: {:.3f} | tokens/s: {:.0f} | peak RSS GiB: {:.2f}{}\n",
+        "norm: {:.3f} | tokens/s: {:.0f} | peak RSS GiB: {:.2f} | ETA {:.0f} s{}\n",
         r.step, cfg_.steps, consumed_samples_, r.step_time_s * 1e3, r.lr, cfg_.gbs, r.loss,
-        r.grad_norm, r.tokens_per_s, mem_gib, r.event.empty() ? "" : " | " + r.event);
+        r.grad_norm, r.tokens_per_s, mem_gib, eta_s, r.event.empty() ? "" : " | " + r.event);
     out_->flush();
   }
   if (log_) {

@@ -87,7 +87,9 @@ class Trainer {
   int64_t consumed_samples_ = 0;  // sequences drawn from the data, skipped ones included
   int64_t loaded_samples_ = 0;    // consumed_samples of the checkpoint loaded last
   std::unique_ptr<std::ostream> log_;
-  std::set<int64_t> injected_;    // debug faults fire once per iteration number
+  std::set<int64_t> injected_;
+  double run_time_s_ = 0.0;       // iteration time summed in this process (for the ETA)
+  int64_t run_iterations_ = 0;    // debug faults fire once per iteration number
 };
 
 }  // namespace loom::train
