@@ -45,6 +45,37 @@ const FrameworkTraits kTraits[] = {
         .tied_copy_optimizer_saved = false,
     },
     {
+        .id = Framework::kMegatron2021,
+        .name = "megatron-2021",
+        .description =
+        "Megatron-LM as Narayanan et al. 2021 (SC21) ran it: TP, PP with the interleaved "
+        "schedule, DP; fused-softmax attention (no FlashAttention before 2022), no sequence "
+        "parallelism or selective recompute (Korthikanti et al. 2022), no distributed optimizer "
+        "(2022); the CUDA 11 stack of that time",
+        .grad_bytes_bf16 = 4,
+        .grad_bytes_fp16 = 2,
+        .half_grad_transient_bytes = 0,
+        .fsdp_flat_params = false,
+        .extra_optimizer_bytes_fp16 = 4,  // fp16 optimizer: 20 bytes per parameter
+        .ddp_bucket_bytes = 0,
+        .zero3_gathered_layers = 2, .zero3_gather_bytes_per_param = 2,
+        .zero3_unsharded_grad_bytes = 4,
+        .zero3_max_live_params = 0, .zero3_reduce_bucket_params = 0,
+        .swiglu_saved_f = 3,
+        .attention_extra_kv_copies = 0,
+        .logits_bytes_per_element = 6,
+        .flash_attention = false,
+        .dropout = true,  // arguments.py: --hidden-dropout 0.1, --attention-dropout 0.1
+        .allocator_reserve_fraction = kPyTorchReserveFraction,
+        .tp_comm_overlap = 0.0, .dp_comm_overlap = 0.0, .iteration_overhead_s = 0.0,
+        // The 2020-22 stack's GEMM and attention rate on A100 relative to today's (the value
+        // fitted on the 25 Megatron-LM / BLOOM runs, simulator/validation_runs.cc
+        // k2022StackEfficiency; docs/validation/step-time.md).
+        .gemm_efficiency_scale = 0.9,
+        .attention_efficiency_scale = 0.9,
+        .tied_copy_optimizer_saved = false,
+    },
+    {
         .id = Framework::kMegatronDeepSpeed,
         .name = "megatron-deepspeed",
         .description =
@@ -277,6 +308,22 @@ core::Status FrameworkTraits::check_layout(const core::Layout& layout) const {
                        "pipeline (DeepSpeed's pipeline engine asserts ZeRO <= 1; Megatron-FSDP "
                        "supports TP/CP/EP, not PP); use --zero 1 or pp 1",
                        layout.zero, layout.pp, name);
+  }
+  if (id == Framework::kMegatron2021) {
+    // Features that arrived in Megatron-LM in 2022 (sequence parallelism and selective
+    // recompute: Korthikanti et al. 2022; the distributed optimizer: Megatron-LM v3.0).
+    if (layout.sp || layout.recompute == core::Recompute::kSelective) {
+      return core::error(core::ErrorCode::kInfeasible,
+                         "{}: megatron-2021 has no {} (2022 features; allowed: no --sp, "
+                         "--recompute none or full)",
+                         layout.sp ? "--sp" : "--recompute selective",
+                         layout.sp ? "sequence parallelism" : "selective recompute");
+    }
+    if (layout.zero > 0) {
+      return core::error(core::ErrorCode::kInfeasible,
+                         "--zero {}: megatron-2021 has no distributed optimizer (allowed: 0)",
+                         layout.zero);
+    }
   }
   if (id == Framework::kMegatronDeepSpeed) {
     // The BigScience Megatron-DeepSpeed fork and DeepSpeed's pipeline engine: no sequence

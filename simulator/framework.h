@@ -12,7 +12,7 @@
 
 namespace loom::sim {
 
-enum class Framework { kMegatron, kMegatronDeepSpeed, kFsdp, kNanotron, kLoom };
+enum class Framework { kMegatron, kMegatron2021, kMegatronDeepSpeed, kFsdp, kNanotron, kLoom };
 
 struct FrameworkTraits {
   Framework id;
@@ -61,6 +61,9 @@ struct FrameworkTraits {
   // that computes the loss): Megatron keeps bf16 logits (2) and an fp32 softmax (4).
   double logits_bytes_per_element;
   bool flash_attention;  // default attention kernel: no s^2 score matrix
+  // Hidden and attention dropout on by default (Megatron-LM's 0.1 of 2020-22; today's LLM
+  // pretraining configurations set it to 0): 1-byte masks and their kernels.
+  bool dropout = false;
 
   // --- Allocator --------------------------------------------------------------------------
   // Memory a caching allocator keeps reserved beyond the live tensors, as a fraction of the

@@ -153,7 +153,7 @@ core::Result<MemoryReport> estimate_memory(const MemoryModelInput& in) {
   }
   ActivationOptions act_opts = ActivationOptions::from_framework(fw);
   if (in.flash_attention) act_opts.flash_attention = *in.flash_attention;
-  act_opts.dropout = in.dropout;
+  act_opts.dropout = in.dropout || fw.dropout;
   const StageInputs x{in, fw, block_activations(in.model, l, act_opts),
                       activation_bytes(l.precision), static_cast<double>(l.seq * l.mbs),
                       static_cast<double>(in.model.hidden_size) / (l.sp ? l.tp : 1)};
@@ -190,7 +190,7 @@ core::Result<std::vector<StageMemoryLine>> stage_memory_lines(const MemoryModelI
   const FrameworkTraits& fw = framework_traits(in.framework);
   ActivationOptions act_opts = ActivationOptions::from_framework(fw);
   if (in.flash_attention) act_opts.flash_attention = *in.flash_attention;
-  act_opts.dropout = in.dropout;
+  act_opts.dropout = in.dropout || fw.dropout;
   MemoryModelInput probe = in;
   probe.describe_stages = false;
   const StageInputs x{probe, fw, block_activations(in.model, l, act_opts),

@@ -253,7 +253,7 @@ core::Result<Context> make_context(const StepTimeInput& in, CollectiveModel& com
   LOOM_RETURN_IF_ERROR(fw.check_layout(in.layout));
   OpOptions op_options;
   op_options.flash_attention = in.flash_attention.value_or(fw.flash_attention);
-  op_options.dropout = in.dropout;
+  op_options.dropout = in.dropout || fw.dropout;
   return Context{in, fw, ComputeModel(in.cluster, in.layout.precision), comm, op_options};
 }
 

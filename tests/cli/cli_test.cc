@@ -157,4 +157,33 @@ TEST(CliBudget, ReportsDaysGoodputAndCostPerGpuCount) {
   EXPECT_NE(bad.text.find("--tokens"), std::string::npos) << bad.text;
 }
 
+// Narayanan et al. 2021 (SC21), Sec. 5.1: GPT-3 175B on 300 B tokens with 1024 A100s at their
+// measured 140 TFLOP/s per GPU takes "about 34 days". Under their conditions (Megatron-LM of
+// 2021: no flash attention, dropout 0.1, full recompute, TP 8 x PP 16) Loom's whole-run
+// budget must land within 15% of it.
+TEST(CliBudget, Gpt3On1024A100sTakesAbout34DaysUnderTheSc21Stack) {
+  const Output o = run_loom(
+      "budget --model gpt3-175b --cluster dgx-a100-80gb --gpus 1024 --gbs 1536 --seq 2048 "
+      "--tokens 300B --framework megatron-2021 --constraint tp=8 pp=16 recompute=full vpp=1 "
+      "--json");
+  ASSERT_EQ(o.exit_code, 0) << o.text;
+  const auto row = nlohmann::json::parse(o.text)["rows"][0];
+  EXPECT_NEAR(row["days_to_train"].get<double>(), 34.0, 0.15 * 34.0);
+  EXPECT_NE(row["plan"]["layout"].get<std::string>().find("tp8 pp16"), std::string::npos);
+}
+
+TEST(CliFramework, Megatron2021RejectsFeaturesOf2022) {
+  const std::string base =
+      "simulate --model gpt3-175b --cluster dgx-a100-80gb --framework megatron-2021 --gpus 1024 "
+      "--tp 8 --pp 16 --gbs 1536 --seq 2048 ";
+  Output o = run_loom(base + "--sp");
+  EXPECT_NE(o.exit_code, 0);
+  EXPECT_NE(o.text.find("megatron-2021 has no sequence parallelism"), std::string::npos) << o.text;
+  o = run_loom(base + "--zero 1");
+  EXPECT_NE(o.exit_code, 0);
+  EXPECT_NE(o.text.find("no distributed optimizer"), std::string::npos) << o.text;
+  o = run_loom(base + "--recompute full");
+  EXPECT_EQ(o.exit_code, 0) << o.text;
+}
+
 }  // namespace
