@@ -63,7 +63,8 @@ core::Status run_train(TrainArgs& a) {
   }
   LOOM_ASSIGN_OR_RETURN(a.cfg.recompute, core::parse_recompute(a.recompute));
   std::ostream* out = a.json ? &std::cerr : &std::cout;
-  LOOM_ASSIGN_OR_RETURN(std::unique_ptr<train::Trainer> trainer, train::Trainer::create(a.cfg, out));
+  LOOM_ASSIGN_OR_RETURN(std::unique_ptr<train::Trainer> trainer,
+                        train::Trainer::create(a.cfg, out));
   train::TrainSummary s;
   LOOM_RETURN_IF_ERROR(trainer->run(&s));
   if (a.json) {

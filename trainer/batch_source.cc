@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "dataset/loader.h"
+#include "dataset/random.h"
 
 namespace loom::train {
 
@@ -58,12 +59,7 @@ class SyntheticSource final : public BatchSource {
  private:
   std::vector<int32_t> draw(std::mt19937_64& rng, int64_t batch) const {
     std::vector<int32_t> out(batch * (seq_ + 1));
-    // Top bits of a 64-bit draw times the range (Lemire's multiply-shift without rejection):
-    // the bias is below 2^-32 for vocabularies under 2^32, and unlike std::*_distribution the
-    // sequence is the same on every standard library.
-    for (auto& t : out) {
-      t = static_cast<int32_t>((static_cast<unsigned __int128>(rng()) * vocab_) >> 64);
-    }
+    for (auto& t : out) t = static_cast<int32_t>(data::uniform_below(rng, vocab_));
     return out;
   }
   int64_t vocab_, seq_;

@@ -14,6 +14,7 @@
 #include <omp.h>
 
 #include "core/model_io.h"
+#include "dataset/random.h"
 
 namespace loom::train {
 
@@ -23,15 +24,6 @@ int64_t peak_rss_bytes() {
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);
   return static_cast<int64_t>(ru.ru_maxrss) * 1024;  // Linux reports KiB
-}
-
-// N(0, 1) by Box-Muller on the raw 64-bit engine: identical on every standard library
-// (std::normal_distribution is implementation-defined), so weights are reproducible.
-double normal(std::mt19937_64& rng) {
-  constexpr double kScale = 1.0 / 9007199254740992.0;  // 2^-53
-  const double u1 = (static_cast<double>(rng() >> 11) + 1.0) * kScale;  // (0, 1]
-  const double u2 = static_cast<double>(rng() >> 11) * kScale;          // [0, 1)
-  return std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2);
 }
 
 }  // namespace
@@ -96,14 +88,17 @@ core::Result<std::unique_ptr<Trainer>> Trainer::create(const TrainConfig& cfg,
 }
 
 void Trainer::init_weights() {
-  const double residual_std = cfg_.init_std / std::sqrt(2.0 * std::max<int64_t>(1, spec().num_layers));
+  const double residual_std =
+      cfg_.init_std / std::sqrt(2.0 * std::max<int64_t>(1, spec().num_layers));
   for (const ParamInfo& p : model_->layout().params()) {
     float* w = params_.data() + p.offset;
     for (int64_t i = 0; i < p.size; ++i) {
       switch (p.init) {
-        case InitKind::kNormal: w[i] = static_cast<float>(cfg_.init_std * normal(rng_)); break;
+        case InitKind::kNormal:
+          w[i] = static_cast<float>(cfg_.init_std * data::standard_normal(rng_));
+          break;
         case InitKind::kNormalResidual:
-          w[i] = static_cast<float>(residual_std * normal(rng_));
+          w[i] = static_cast<float>(residual_std * data::standard_normal(rng_));
           break;
         case InitKind::kOnes: w[i] = 1.f; break;
         case InitKind::kZeros: w[i] = 0.f; break;
@@ -147,7 +142,9 @@ core::Status Trainer::train_iteration(StepRecord* rec) {
     loss *= factor;
     for (float& g : grads_) g *= static_cast<float>(factor);
   }
-  if (cfg_.debug_nan_grad_at == step && injected_.insert(-step).second) grads_[grads_.size() / 2] = std::numeric_limits<float>::quiet_NaN();
+  if (cfg_.debug_nan_grad_at == step && injected_.insert(-step).second) {
+    grads_[grads_.size() / 2] = std::numeric_limits<float>::quiet_NaN();
+  }
   const double gnorm = AdamW::grad_norm(grads_.data(), static_cast<int64_t>(grads_.size()));
   rec->step = step;
   rec->loss = loss;

@@ -72,7 +72,8 @@ GradCheck check_model(const core::ModelSpec& spec, core::Recompute rc, int per_t
     double max_num = 0.0, max_err_d = 0.0, max_err_f = 0.0;
     const int64_t n = std::min<int64_t>(info.size, per_tensor);
     for (int64_t k = 0; k < n; ++k) {
-      const int64_t i = info.offset + (n == info.size ? k : static_cast<int64_t>(rng() % info.size));
+      const int64_t pick = n == info.size ? k : static_cast<int64_t>(rng() % info.size);
+      const int64_t i = info.offset + pick;
       const double h = 1e-5;  // central differences: truncation ~h^2, rounding ~1e-16/h
       q[i] = p[i] + h;
       const double lp = md.forward_loss(q.data(), tokens.data(), b, s);
