@@ -16,6 +16,8 @@
 
 #include "checkpoint/hf_export.h"
 
+#include "tests/checkpoint/python_util.h"
+
 namespace loom::ckpt {
 namespace {
 
@@ -24,32 +26,8 @@ using Vec = std::vector<double>;
 
 const std::string kScript = std::string(LOOM_SOURCE_DIR) + "/scripts/hf_reference_forward.py";
 
-std::string run_capture(const std::string& cmd, int* status) {
-  std::string out;
-  FILE* f = ::popen(cmd.c_str(), "r");
-  if (!f) return *status = -1, out;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof(buf), f)) > 0) out.append(buf, n);
-  *status = ::pclose(f);
-  return out;
-}
-
-std::string python_with_numpy() {
-  static const std::string found = [] {
-    std::vector<std::string> candidates;
-    if (const char* env = std::getenv("LOOM_PYTHON")) candidates.push_back(env);
-    candidates.push_back("/usr/bin/python3");
-    candidates.push_back("python3");
-    for (const std::string& py : candidates) {
-      int status = 0;
-      run_capture(py + " -c 'import numpy' 2>/dev/null", &status);
-      if (status == 0) return py;
-    }
-    return std::string();
-  }();
-  return found;
-}
+using test_util::python_with_numpy;
+using test_util::run_capture;
 
 class ReferenceForward : public ::testing::Test {
  protected:

@@ -15,6 +15,8 @@
 
 #include "checkpoint/file_io.h"
 
+#include "tests/checkpoint/python_util.h"
+
 namespace loom::ckpt {
 namespace {
 
@@ -27,36 +29,8 @@ fs::path temp_dir(const std::string& name) {
   return p;
 }
 
-std::string run_capture(const std::string& cmd, int* status) {
-  std::string out;
-  FILE* f = ::popen(cmd.c_str(), "r");
-  if (!f) {
-    *status = -1;
-    return out;
-  }
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof(buf), f)) > 0) out.append(buf, n);
-  *status = ::pclose(f);
-  return out;
-}
-
-// The first interpreter that imports numpy, or "" (the test then skips).
-std::string python_with_numpy() {
-  static const std::string found = [] {
-    std::vector<std::string> candidates;
-    if (const char* env = std::getenv("LOOM_PYTHON")) candidates.push_back(env);
-    candidates.push_back("/usr/bin/python3");
-    candidates.push_back("python3");
-    for (const std::string& py : candidates) {
-      int status = 0;
-      run_capture(py + " -c 'import numpy' 2>/dev/null", &status);
-      if (status == 0) return py;
-    }
-    return std::string();
-  }();
-  return found;
-}
+using test_util::python_with_numpy;
+using test_util::run_capture;
 
 std::vector<Tensor> sample_tensors() {
   const float w[6] = {1.5f, -2.25f, 3.0f, 0.1f, -0.0f, 1e-8f};
