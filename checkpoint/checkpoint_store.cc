@@ -297,6 +297,7 @@ core::Result<CheckpointData> read_verified(const fs::path& dir,
   LOOM_ASSIGN_OR_RETURN(json manifest, read_manifest(dir, manifest_crc));
   CheckpointData data;
   data.step = manifest["step"].get<int64_t>();
+  data.dir = dir.string();
   const auto dir_step = parse_step_dir(dir.filename().string());
   if (dir_step && *dir_step != data.step) {
     return corrupt(fmt::format("{}: step {} does not match the directory name",
@@ -341,6 +342,17 @@ core::Result<CheckpointData> load_checkpoint_dir(const std::string& dir,
                        data.status().message());
   }
   return data;
+}
+
+core::Result<CheckpointData> load_checkpoint_at(const std::string& path,
+                                                std::vector<std::string>* warnings,
+                                                const std::vector<std::string>& only_shards) {
+  std::error_code ec;
+  const fs::path p(path);
+  if (fs::exists(p / "manifest.json", ec) || fs::exists(p / "COMPLETE", ec)) {
+    return load_checkpoint_dir(path, only_shards);
+  }
+  return load_latest_checkpoint(path, warnings, only_shards);
 }
 
 core::Result<CheckpointData> load_latest_checkpoint(const std::string& root,

@@ -34,6 +34,7 @@ struct CheckpointData {
   int64_t step = 0;
   nlohmann::json meta;  // the run's resolved config, model_yaml, data position, RNG state, ...
   std::map<std::string, std::vector<Tensor>> shards;  // shard name -> tensors ("model", ...)
+  std::string dir;  // the step directory it was read from (set by the loaders; not saved)
 };
 
 // "step-00000020": the directory name of a step (8 digits, wider for steps >= 1e8).
@@ -53,14 +54,21 @@ core::Status save_checkpoint(const std::string& root, const CheckpointData& data
 // *warnings (may be null) naming it and the reason. No valid checkpoint -> kNotFound naming ROOT
 // and what was there. `only_shards` non-empty: read (and verify) just those shards, which must
 // all be present (an export needs "model", not the optimizer state).
-core::Result<CheckpointData> load_latest_checkpoint(const std::string& root,
-                                                    std::vector<std::string>* warnings,
-                                                    const std::vector<std::string>& only_shards = {});
+core::Result<CheckpointData> load_latest_checkpoint(
+    const std::string& root, std::vector<std::string>* warnings,
+    const std::vector<std::string>& only_shards = {});
 
 // One specific step directory, verified; a corrupt or incomplete one is refused with the
 // reason (the file and the mismatch). `only_shards` as above.
 core::Result<CheckpointData> load_checkpoint_dir(const std::string& dir,
                                                  const std::vector<std::string>& only_shards = {});
+
+// `path` is a step directory (it holds manifest.json or COMPLETE): that checkpoint, verified;
+// otherwise a checkpoint root: its newest complete one, as load_latest_checkpoint. What `loom
+// eval` and `loom export-hf` accept as --checkpoint.
+core::Result<CheckpointData> load_checkpoint_at(const std::string& path,
+                                                std::vector<std::string>* warnings,
+                                                const std::vector<std::string>& only_shards = {});
 
 // The step directories of ROOT that carry a COMPLETE marker, oldest first (paths; contents not
 // verified).

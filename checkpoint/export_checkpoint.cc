@@ -3,8 +3,6 @@
 // tests/checkpoint/export_checkpoint_test.cc.
 #include "checkpoint/export_checkpoint.h"
 
-#include <filesystem>
-
 #include <yaml-cpp/yaml.h>
 
 #include "checkpoint/checkpoint_store.h"
@@ -12,7 +10,6 @@
 
 namespace loom::ckpt {
 
-namespace fs = std::filesystem;
 using core::ErrorCode;
 
 core::Result<core::ModelSpec> spec_from_checkpoint_meta(const nlohmann::json& meta,
@@ -37,19 +34,9 @@ core::Result<CheckpointExport> export_hf_from_checkpoint(const std::string& chec
                                                          const std::string& out_dir, DType dtype,
                                                          int64_t max_shard_bytes) {
   CheckpointExport result;
-  const fs::path path(checkpoint);
-  std::error_code ec;
-  const bool step_dir =
-      fs::exists(path / "manifest.json", ec) || fs::exists(path / "COMPLETE", ec);
-  const std::vector<std::string> only = {kModelShard};
-  CheckpointData data;
-  if (step_dir) {
-    LOOM_ASSIGN_OR_RETURN(data, load_checkpoint_dir(checkpoint, only));
-    result.checkpoint_dir = checkpoint;
-  } else {
-    LOOM_ASSIGN_OR_RETURN(data, load_latest_checkpoint(checkpoint, &result.warnings, only));
-    result.checkpoint_dir = (path / checkpoint_dir_name(data.step)).string();
-  }
+  LOOM_ASSIGN_OR_RETURN(CheckpointData data,
+                        load_checkpoint_at(checkpoint, &result.warnings, {kModelShard}));
+  result.checkpoint_dir = data.dir;
   result.step = data.step;
   LOOM_ASSIGN_OR_RETURN(result.spec, spec_from_checkpoint_meta(data.meta, result.checkpoint_dir));
   const core::Status st = export_hf(result.spec, data.shards.at(kModelShard), out_dir, dtype,

@@ -77,7 +77,9 @@ core::Status fsync_directory(const std::string& dir) {
 core::Result<std::vector<uint8_t>> read_file_bytes(const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
-    if (errno == ENOENT) return core::error(core::ErrorCode::kNotFound, "'{}' does not exist", path);
+    if (errno == ENOENT) {
+      return core::error(core::ErrorCode::kNotFound, "'{}' does not exist", path);
+    }
     return errno_status("opening", path);
   }
   struct stat st{};

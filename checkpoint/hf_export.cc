@@ -225,7 +225,9 @@ core::Status export_hf(const core::ModelSpec& spec, const std::vector<Tensor>& p
   const fs::path out(out_dir);
   std::error_code ec;
   fs::create_directories(out, ec);
-  if (ec) return core::error(ErrorCode::kIo, "--out: cannot create '{}': {}", out_dir, ec.message());
+  if (ec) {
+    return core::error(ErrorCode::kIo, "--out: cannot create '{}': {}", out_dir, ec.message());
+  }
   LOOM_RETURN_IF_ERROR(remove_stale_weights(out));
 
   HfExportReport r;

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <csignal>
 #include <fstream>
+#include <sstream>
 #include <limits>
 
 #include <fmt/format.h>
@@ -50,6 +51,15 @@ Trainer::Trainer(const TrainConfig& cfg, const core::ModelSpec& spec, std::ostre
   optim_ = std::make_unique<AdamW>(model_->layout(), cfg_.optim);
   params_.assign(model_->layout().total(), 0.f);
   grads_.assign(model_->layout().total(), 0.f);
+  // "STEP[,STEP...]:FACTOR", its format checked by validate_train_config.
+  const std::string& spikes = cfg_.debug_loss_spike_at;
+  if (const auto colon = spikes.find(':'); colon != std::string::npos) {
+    spike_factor_ = std::stod(spikes.substr(colon + 1));
+    std::istringstream steps(spikes.substr(0, colon));
+    for (std::string item; std::getline(steps, item, ',');) {
+      if (!item.empty()) spike_steps_.insert(std::stoll(item));
+    }
+  }
 }
 
 core::Result<std::unique_ptr<Trainer>> Trainer::create(const TrainConfig& cfg,
@@ -107,21 +117,6 @@ void Trainer::init_weights() {
   }
 }
 
-bool Trainer::loss_spike_injected(int64_t step, double* factor) {
-  const std::string& s = cfg_.debug_loss_spike_at;
-  const auto colon = s.find(':');
-  if (s.empty() || colon == std::string::npos) return false;
-  *factor = std::stod(s.substr(colon + 1));
-  size_t pos = 0;
-  while (pos < colon) {
-    size_t comma = s.find(',', pos);
-    if (comma == std::string::npos || comma > colon) comma = colon;
-    if (std::stoll(s.substr(pos, comma - pos)) == step) return injected_.insert(step).second;
-    pos = comma + 1;
-  }
-  return false;
-}
-
 core::Status Trainer::train_iteration(StepRecord* rec) {
   const auto t0 = std::chrono::steady_clock::now();
   std::fill(grads_.begin(), grads_.end(), 0.f);
@@ -137,10 +132,9 @@ core::Status Trainer::train_iteration(StepRecord* rec) {
   }
   const int64_t step = step_ + 1;
   double loss = loss_sum / tokens;
-  double factor = 1.0;
-  if (loss_spike_injected(step, &factor)) {
-    loss *= factor;
-    for (float& g : grads_) g *= static_cast<float>(factor);
+  if (spike_steps_.count(step) > 0 && injected_.insert(step).second) {
+    loss *= spike_factor_;
+    for (float& g : grads_) g *= static_cast<float>(spike_factor_);
   }
   if (cfg_.debug_nan_grad_at == step && injected_.insert(-step).second) {
     grads_[grads_.size() / 2] = std::numeric_limits<float>::quiet_NaN();
@@ -221,7 +215,7 @@ core::Status Trainer::run(TrainSummary* summary) {
     StepRecord rec;
     LOOM_RETURN_IF_ERROR(train_iteration(&rec));
     if (!rec.applied) ++summary->skipped;
-    if (rec.event.find("rolled back") != std::string::npos) ++summary->rollbacks;
+    if (rec.rolled_back) ++summary->rollbacks;
     if (!summary->records.empty()) {  // the process's first iteration includes warm-up
       time_sum += rec.step_time_s;
       ++timed;

@@ -34,6 +34,7 @@ struct StepRecord {
   double step_time_s = 0.0;
   double tokens_per_s = 0.0;
   bool applied = true;       // false when the guard skipped the update
+  bool rolled_back = false;  // the guard rolled back to the last checkpoint
   std::string event;         // guard / rollback / checkpoint events of this iteration
 };
 
@@ -73,7 +74,6 @@ class Trainer {
   core::Status load_latest(bool keep_data_position, std::string* loaded_from);
   core::Status rollback(StepRecord* rec, const std::string& reason);
   void emit(const StepRecord& rec);
-  bool loss_spike_injected(int64_t step, double* factor);
 
   TrainConfig cfg_;
   std::ostream* out_;
@@ -87,6 +87,10 @@ class Trainer {
   int64_t consumed_samples_ = 0;  // sequences drawn from the data, skipped ones included
   int64_t loaded_samples_ = 0;    // consumed_samples of the checkpoint loaded last
   std::unique_ptr<std::ostream> log_;
+  // --debug-loss-spike-at parsed once: iterations and factor; each fault fires once per
+  // iteration number (not again when a rollback replays it).
+  std::set<int64_t> spike_steps_;
+  double spike_factor_ = 1.0;
   std::set<int64_t> injected_;
   double run_time_s_ = 0.0;       // iteration time summed in this process (for the ETA)
   int64_t run_iterations_ = 0;    // debug faults fire once per iteration number

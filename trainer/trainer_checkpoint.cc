@@ -2,7 +2,6 @@
 // consumed, the data loader's position, the spike guard's window, the RNG, the resolved config
 // and the model spec), loading it back exactly, and the rollback of the spike guard.
 // The atomic on-disk format (manifest, CRC-32C, marker written last) is checkpoint/'s.
-#include <filesystem>
 #include <sstream>
 #include <unordered_map>
 
@@ -10,6 +9,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include "checkpoint/checkpoint_store.h"
+#include "checkpoint/export_checkpoint.h"
 #include "core/model_io.h"
 #include "trainer/checkpoint_model.h"
 #include "trainer/trainer.h"
@@ -73,9 +73,9 @@ core::Status Trainer::save(const std::string& why) {
             {"guard_state", guard_.state()},
             {"rng", rng.str()},
             {"config", train_config_to_json(cfg_)},
-            {"model_yaml", spec_yaml(spec())}};
+            {ckpt::kModelYamlKey, spec_yaml(spec())}};
   const ParamLayout& layout = model_->layout();
-  d.shards["model"] = flat_to_tensors(layout, params_.data(), "");
+  d.shards[ckpt::kModelShard] = flat_to_tensors(layout, params_.data(), "");
   auto opt = flat_to_tensors(layout, optim_->exp_avg().data(), "exp_avg.");
   auto sq = flat_to_tensors(layout, optim_->exp_avg_sq().data(), "exp_avg_sq.");
   opt.insert(opt.end(), std::make_move_iterator(sq.begin()), std::make_move_iterator(sq.end()));
@@ -106,10 +106,10 @@ core::Status Trainer::load_latest(bool keep_data_position, std::string* loaded_f
     return core::error(core::ErrorCode::kInvalidArgument, "{}: format '{}', expected '{}'",
                        origin, d.meta.value("format", ""), kFormat);
   }
-  if (d.meta.value("model_yaml", "") != spec_yaml(spec())) {
+  if (d.meta.value(ckpt::kModelYamlKey, "") != spec_yaml(spec())) {
     return core::error(core::ErrorCode::kInvalidArgument,
                        "{} was trained with a different model than --model {}:\n{}", origin,
-                       cfg_.model, d.meta.value("model_yaml", ""));
+                       cfg_.model, d.meta.value(ckpt::kModelYamlKey, ""));
   }
   const int64_t seq = d.meta.at("config").value("seq", int64_t{0});
   if (seq != cfg_.seq) {
@@ -118,13 +118,14 @@ core::Status Trainer::load_latest(bool keep_data_position, std::string* loaded_f
                        cfg_.seq);
   }
   const ParamLayout& layout = model_->layout();
-  for (const char* shard : {"model", "optimizer"}) {
+  for (const char* shard : {ckpt::kModelShard, "optimizer"}) {
     if (d.shards.count(shard) == 0) {
       return core::error(core::ErrorCode::kInvalidArgument, "{}: shard {} is missing", origin,
                          shard);
     }
   }
-  LOOM_RETURN_IF_ERROR(tensors_to_flat(layout, d.shards.at("model"), "", origin, params_.data()));
+  LOOM_RETURN_IF_ERROR(
+      tensors_to_flat(layout, d.shards.at(ckpt::kModelShard), "", origin, params_.data()));
   const auto& opt = d.shards.at("optimizer");
   LOOM_RETURN_IF_ERROR(
       tensors_to_flat(layout, opt, "exp_avg.", origin, optim_->exp_avg().data()));
@@ -156,6 +157,7 @@ core::Status Trainer::rollback(StepRecord* rec, const std::string& reason) {
   std::string from;
   LOOM_RETURN_IF_ERROR(load_latest(true, &from));
   guard_.reset_consecutive();
+  rec->rolled_back = true;
   // The data position stays where it is: the batches drawn since the checkpoint -- those that
   // caused the spikes among them -- are skipped (PaLM's practice).
   rec->event = fmt::format(
@@ -167,33 +169,21 @@ core::Status Trainer::rollback(StepRecord* rec, const std::string& reason) {
 
 core::Result<CheckpointModel> load_checkpoint_model(const std::string& path,
                                                     std::vector<std::string>* warnings) {
-  const bool one_dir = std::filesystem::exists(std::filesystem::path(path) / "manifest.json");
-  auto loaded = one_dir ? ckpt::load_checkpoint_dir(path)
-                        : ckpt::load_latest_checkpoint(path, warnings);
+  auto loaded = ckpt::load_checkpoint_at(path, warnings, {ckpt::kModelShard});
   if (!loaded.ok()) return loaded.status().with_context("--checkpoint " + path);
   const ckpt::CheckpointData& d = *loaded;
-  if (d.meta.value("format", "") != kFormat || !d.meta.contains("model_yaml")) {
+  if (d.meta.value("format", "") != kFormat) {
     return core::error(core::ErrorCode::kInvalidArgument,
                        "--checkpoint {}: not a Loom training checkpoint (format '{}', expected "
                        "'{}')",
                        path, d.meta.value("format", ""), kFormat);
   }
   CheckpointModel m;
-  YAML::Node node;
-  try {
-    node = YAML::Load(d.meta.at("model_yaml").get<std::string>());
-  } catch (const YAML::Exception& e) {
-    return core::error(core::ErrorCode::kParse, "--checkpoint {}: model_yaml: {}", path,
-                       e.what());
-  }
-  LOOM_ASSIGN_OR_RETURN(m.spec, core::model_from_yaml(node, path + " (model_yaml)"));
+  LOOM_ASSIGN_OR_RETURN(m.spec, ckpt::spec_from_checkpoint_meta(d.meta, d.dir));
   const ParamLayout layout(m.spec);
   m.params.assign(layout.total(), 0.f);
-  if (d.shards.count("model") == 0) {
-    return core::error(core::ErrorCode::kInvalidArgument, "--checkpoint {}: shard model is missing",
-                       path);
-  }
-  LOOM_RETURN_IF_ERROR(tensors_to_flat(layout, d.shards.at("model"), "", path, m.params.data()));
+  LOOM_RETURN_IF_ERROR(
+      tensors_to_flat(layout, d.shards.at(ckpt::kModelShard), "", d.dir, m.params.data()));
   m.config = d.meta.value("config", nlohmann::json::object());
   m.step = d.step;
   return m;

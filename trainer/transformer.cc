@@ -45,6 +45,10 @@ Transformer<T>::Transformer(const core::ModelSpec& spec, core::Recompute recompu
   if (spec.position == core::PositionKind::kRope) {
     rot_dim_ = 2 * static_cast<int64_t>(std::floor(head_dim_ * spec.rotary_fraction / 2.0));
   }
+  if (spec.norm == core::NormKind::kLayerNorm && !spec.norm_bias) {
+    zero_bias_.assign(h_, T(0));
+    unused_dbias_.assign(h_, T(0));
+  }
   if (spec.position == core::PositionKind::kAlibi) {
     alibi_.resize(heads_);
     ops::alibi_slopes(heads_, alibi_.data());
@@ -149,12 +153,8 @@ void Transformer<T>::norm_forward(const T* x, int64_t w, int64_t bias, const T* 
     ops::rmsnorm_fwd<T>(n_, h_, x, p + w, spec_.norm_eps, y, rstd);
     return;
   }
-  if (bias >= 0) {
-    ops::layernorm_fwd<T>(n_, h_, x, p + w, p + bias, spec_.norm_eps, y, mean, rstd);
-  } else {  // LayerNorm without bias: a zero bias
-    const std::vector<T> zeros(h_, T(0));
-    ops::layernorm_fwd<T>(n_, h_, x, p + w, zeros.data(), spec_.norm_eps, y, mean, rstd);
-  }
+  const T* b = bias >= 0 ? p + bias : zero_bias_.data();
+  ops::layernorm_fwd<T>(n_, h_, x, p + w, b, spec_.norm_eps, y, mean, rstd);
 }
 
 template <typename T>
@@ -164,14 +164,7 @@ void Transformer<T>::norm_backward(const T* dy, const T* x, int64_t w, int64_t b
     ops::rmsnorm_bwd<T>(n_, h_, dy, x, p + w, rstd, dx, gr + w);
     return;
   }
-  std::vector<T> unused;
-  T* db = nullptr;
-  if (bias >= 0) {
-    db = gr + bias;
-  } else {
-    unused.assign(h_, T(0));
-    db = unused.data();
-  }
+  T* db = bias >= 0 ? gr + bias : unused_dbias_.data();  // bias-less: discarded
   ops::layernorm_bwd<T>(n_, h_, dy, x, p + w, mean, rstd, dx, gr + w, db);
 }
 

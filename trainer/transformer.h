@@ -90,6 +90,7 @@ class Transformer {
   std::vector<T> x_final_, xf_, final_mean_, final_rstd_, dx_, dx2_, logits_;
   std::vector<int32_t> inputs_, targets_;
   std::vector<float> rope_cos_, rope_sin_, alibi_;
+  std::vector<T> zero_bias_, unused_dbias_;  // [h]: LayerNorm without bias (norm_bias false)
   int64_t high_water_bytes_ = 0;
 };
 

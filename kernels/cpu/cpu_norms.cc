@@ -40,20 +40,9 @@ void rmsnorm_bwd(int64_t n, int64_t c, const T* dy_nc, const T* x_nc, const T* w
     const T coef = r * r * r * dot / T(c);
     for (int64_t j = 0; j < c; ++j) dx[j] = r * dy[j] * w[j] - coef * x[j];
   }
-  const int64_t blocks = ceil_div(c, kColumnBlock);
-#pragma omp parallel for schedule(static) if (n * c >= kParallelMinElements)
-  for (int64_t blk = 0; blk < blocks; ++blk) {
-    const int64_t c0 = blk * kColumnBlock;
-    const int64_t c1 = c0 + kColumnBlock < c ? c0 + kColumnBlock : c;
-    T acc[kColumnBlock] = {};
-    for (int64_t row = 0; row < n; ++row) {
-      const T* x = x_nc + row * c;
-      const T* dy = dy_nc + row * c;
-      const T r = rstd_n[row];
-      for (int64_t j = c0; j < c1; ++j) acc[j - c0] += dy[j] * x[j] * r;
-    }
-    for (int64_t j = c0; j < c1; ++j) dw[j] += acc[j - c0];
-  }
+  column_sums_add(n, c, dw, [=](int64_t row, int64_t j) {
+    return dy_nc[row * c + j] * x_nc[row * c + j] * rstd_n[row];
+  });
 }
 
 template <typename T>
@@ -102,28 +91,10 @@ void layernorm_bwd(int64_t n, int64_t c, const T* dy_nc, const T* x_nc, const T*
       dx[j] = r * (dy[j] * w[j] - mean_g - xhat * mean_gx);
     }
   }
-  const int64_t blocks = ceil_div(c, kColumnBlock);
-#pragma omp parallel for schedule(static) if (n * c >= kParallelMinElements)
-  for (int64_t blk = 0; blk < blocks; ++blk) {
-    const int64_t c0 = blk * kColumnBlock;
-    const int64_t c1 = c0 + kColumnBlock < c ? c0 + kColumnBlock : c;
-    T acc_w[kColumnBlock] = {};
-    T acc_b[kColumnBlock] = {};
-    for (int64_t row = 0; row < n; ++row) {
-      const T* x = x_nc + row * c;
-      const T* dy = dy_nc + row * c;
-      const T mean = mean_n[row];
-      const T r = rstd_n[row];
-      for (int64_t j = c0; j < c1; ++j) {
-        acc_w[j - c0] += dy[j] * (x[j] - mean) * r;
-        acc_b[j - c0] += dy[j];
-      }
-    }
-    for (int64_t j = c0; j < c1; ++j) {
-      dw[j] += acc_w[j - c0];
-      db[j] += acc_b[j - c0];
-    }
-  }
+  column_sums_add(n, c, dw, [=](int64_t row, int64_t j) {
+    return dy_nc[row * c + j] * (x_nc[row * c + j] - mean_n[row]) * rstd_n[row];
+  });
+  column_sums_add(n, c, db, [=](int64_t row, int64_t j) { return dy_nc[row * c + j]; });
 }
 
 #define LOOM_INSTANTIATE_NORM_OPS(T)                                                              \

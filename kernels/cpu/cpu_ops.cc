@@ -62,19 +62,7 @@ void bias_add(int64_t n, int64_t c, const T* bias, T* y_nc) {
 
 template <typename T>
 void bias_bwd(int64_t n, int64_t c, const T* dy_nc, T* dbias) {
-  // One thread owns a block of columns and sums its rows in order: deterministic.
-  const int64_t blocks = ceil_div(c, kColumnBlock);
-#pragma omp parallel for schedule(static) if (n * c >= kParallelMinElements)
-  for (int64_t blk = 0; blk < blocks; ++blk) {
-    const int64_t c0 = blk * kColumnBlock;
-    const int64_t c1 = c0 + kColumnBlock < c ? c0 + kColumnBlock : c;
-    T acc[kColumnBlock] = {};
-    for (int64_t row = 0; row < n; ++row) {
-      const T* dy = dy_nc + row * c;
-      for (int64_t j = c0; j < c1; ++j) acc[j - c0] += dy[j];
-    }
-    for (int64_t j = c0; j < c1; ++j) dbias[j] += acc[j - c0];
-  }
+  column_sums_add(n, c, dbias, [dy_nc, c](int64_t row, int64_t j) { return dy_nc[row * c + j]; });
 }
 
 template <typename T>

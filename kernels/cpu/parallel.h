@@ -23,4 +23,22 @@ inline constexpr int64_t kColumnBlock = 64;
 
 inline constexpr int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// out[j] += sum over rows r = 0..n-1 of term(r, j), for j < c: the parameter-gradient reduction
+// of bias, RMSNorm and LayerNorm. One thread owns a block of kColumnBlock columns and adds its
+// rows in order into local accumulators, so the result is the same for any thread count.
+template <typename T, typename Term>
+void column_sums_add(int64_t n, int64_t c, T* out, Term term) {
+  const int64_t blocks = ceil_div(c, kColumnBlock);
+#pragma omp parallel for schedule(static) if (n * c >= kParallelMinElements)
+  for (int64_t blk = 0; blk < blocks; ++blk) {
+    const int64_t c0 = blk * kColumnBlock;
+    const int64_t c1 = c0 + kColumnBlock < c ? c0 + kColumnBlock : c;
+    T acc[kColumnBlock] = {};
+    for (int64_t row = 0; row < n; ++row) {
+      for (int64_t j = c0; j < c1; ++j) acc[j - c0] += term(row, j);
+    }
+    for (int64_t j = c0; j < c1; ++j) out[j] += acc[j - c0];
+  }
+}
+
 }  // namespace loom::kernels::cpu
