@@ -25,5 +25,6 @@ CommandRunner register_data_command(CLI::App& app);       // loom data prepare |
 CommandRunner register_export_hf_command(CLI::App& app);  // loom export-hf
 CommandRunner register_train_command(CLI::App& app);      // loom train
 CommandRunner register_eval_command(CLI::App& app);       // loom eval
+CommandRunner register_calibrate_command(CLI::App& app);  // loom calibrate
 
 }  // namespace loom::cli

@@ -25,6 +25,7 @@ int main(int argc, char** argv) {
       loom::cli::register_clusters_command(app),
       loom::cli::register_validate_command(app),
       loom::cli::register_devices_command(app),
+      loom::cli::register_calibrate_command(app),
   };
   try {
     app.parse(argc, argv);

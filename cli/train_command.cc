@@ -9,6 +9,9 @@
 #include "cli/commands.h"
 #include "cli/table.h"
 #include "trainer/trainer.h"
+#ifdef LOOM_WITH_CUDA
+#include "trainer/cuda_run.h"
+#endif
 
 namespace loom::cli {
 
@@ -56,13 +59,46 @@ struct CliRegistrar {
 
 std::string fmt_bytes_gib(int64_t b) { return fmt::format("{:.3f}", b / 1073741824.0); }
 
+#ifdef LOOM_WITH_CUDA
+constexpr const char* kBackends = "cpu, cuda";
+#else
+constexpr const char* kBackends = "cpu (built without CUDA)";
+#endif
+
 core::Status run_train(TrainArgs& a) {
-  if (a.backend != "cpu") {
+  [[maybe_unused]] const bool cuda = a.backend == "cuda";
+#ifdef LOOM_WITH_CUDA
+  const bool known = a.backend == "cpu" || cuda;
+#else
+  const bool known = a.backend == "cpu";
+#endif
+  if (!known) {
     return core::error(core::ErrorCode::kInvalidArgument,
-                       "--backend '{}': this build trains with: cpu", a.backend);
+                       "--backend '{}': this build trains with: {}", a.backend, kBackends);
   }
   LOOM_ASSIGN_OR_RETURN(a.cfg.recompute, core::parse_recompute(a.recompute));
   std::ostream* out = a.json ? &std::cerr : &std::cout;
+#ifdef LOOM_WITH_CUDA
+  if (cuda) {
+    train::TrainSummary s;
+    LOOM_RETURN_IF_ERROR(train::run_cuda_training(a.cfg, out, &s));
+    nlohmann::json j = s.to_json();
+    j["backend"] = "cuda";
+    j["config"] = train::train_config_to_json(a.cfg);
+    if (a.json) {
+      std::cout << j.dump(2) << "\n";
+    } else {
+      std::cout << fmt::format(
+          "\nCUDA: {} iterations, final loss {:.4f}, {:.4f} s per iteration (after the first), "
+          "{:.0f} tokens/s, state {:.2f} GiB, activations {:.2f} GiB, device memory in use at "
+          "most {:.2f} GiB\n",
+          s.last_step, s.final_loss, s.mean_step_time_s, s.tokens_per_s,
+          s.state_bytes / 1073741824.0, s.workspace_bytes / 1073741824.0,
+          s.peak_device_bytes / 1073741824.0);
+    }
+    return core::ok_status();
+  }
+#endif
   LOOM_ASSIGN_OR_RETURN(std::unique_ptr<train::Trainer> trainer,
                         train::Trainer::create(a.cfg, out));
   train::TrainSummary s;
@@ -103,7 +139,9 @@ CommandRunner register_train_command(CLI::App& app) {
                "rate, gradient norm, tokens/s and memory; checkpoints and exact resume");
   CliRegistrar reg{sub, args.get()};
   train::visit_train_fields(args->cfg, reg);
-  sub->add_option("--backend", args->backend, "compute backend (cpu)")->capture_default_str();
+  sub->add_option("--backend", args->backend,
+                  "compute backend: cpu, or cuda (one GPU; in a CUDA build)")
+      ->capture_default_str();
   sub->add_flag("--json", args->json, "summary as JSON on stdout (iteration lines on stderr)");
   return [sub, args]() -> core::Status {
     if (!sub->parsed()) return core::ok_status();

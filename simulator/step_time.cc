@@ -19,12 +19,19 @@ using core::Layout;
 struct Priced {
   double compute_s = 0;
   double tp_s = 0;
+  // compute_s split by kernel kind (the overlapped TP share of compute_s is in none of them).
+  double gemm_s = 0, attention_s = 0, elementwise_s = 0;
   Priced& operator+=(const Priced& o) {
     compute_s += o.compute_s;
     tp_s += o.tp_s;
+    gemm_s += o.gemm_s;
+    attention_s += o.attention_s;
+    elementwise_s += o.elementwise_s;
     return *this;
   }
-  Priced scaled(double k) const { return {compute_s * k, tp_s * k}; }
+  Priced scaled(double k) const {
+    return {compute_s * k, tp_s * k, gemm_s * k, attention_s * k, elementwise_s * k};
+  }
   double total() const { return compute_s + tp_s; }
 };
 
@@ -64,7 +71,11 @@ core::Result<Priced> price(Context& x, const std::vector<Op>& ops) {
   for (const Op& op : ops) {
     if (op.kind == OpKind::kGemm || op.kind == OpKind::kAttention ||
         op.kind == OpKind::kElementwise) {
-      p.compute_s += kernel_time_s(x, op);
+      const double t = kernel_time_s(x, op);
+      p.compute_s += t;
+      (op.kind == OpKind::kGemm        ? p.gemm_s
+       : op.kind == OpKind::kAttention ? p.attention_s
+                                       : p.elementwise_s) += t;
       continue;
     }
     LOOM_ASSIGN_OR_RETURN(CommCost c, x.comm.estimate_layout(x.in.layout, GroupKind::kTensor,
@@ -174,7 +185,9 @@ core::Result<ChunkBreakdown> chunk_costs(Context& x) {
       f += u.head_fwd;
       b += u.head_bwd;
     }
-    b.compute_s += fold_seconds(x, u, n, k == 0, k == chunks - 1);
+    const double fold = fold_seconds(x, u, n, k == 0, k == chunks - 1);
+    b.compute_s += fold;
+    b.elementwise_s += fold;
     c.forward.push_back(f);
     c.backward.push_back(b);
     c.zero3_forward_s.push_back(n * u.zero3.first);
@@ -338,6 +351,9 @@ core::Result<StepTimeReport> simulate_step(const StepTimeInput& in, CollectiveMo
   r.critical_stage = crit;
   StepBreakdown& b = r.breakdown;
   b.compute = busy[crit].compute_s;
+  r.compute_gemm_s = busy[crit].gemm_s;
+  r.compute_attention_s = busy[crit].attention_s;
+  r.compute_elementwise_s = busy[crit].elementwise_s;
   b.tp_comm = busy[crit].tp_s;
   b.dp_comm = zero3[crit] + tails[last_stage].dp_s;
   b.optimizer = tails[last_stage].optimizer_s;
@@ -401,6 +417,9 @@ nlohmann::json step_time_json(const StepTimeReport& r) {
        {{"compute", b.compute}, {"tp_comm", b.tp_comm}, {"pp_comm", b.pp_comm},
         {"dp_comm", b.dp_comm}, {"bubble", b.bubble}, {"optimizer", b.optimizer},
         {"other", b.other}}},
+      {"compute_by_kind_s",
+       {{"gemm", r.compute_gemm_s}, {"attention", r.compute_attention_s},
+        {"elementwise", r.compute_elementwise_s}}},
       {"critical_stage", r.critical_stage},
       {"bubble_fraction", r.bubble_fraction},
       {"stage_forward_s", r.stage_forward_s},

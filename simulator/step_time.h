@@ -67,6 +67,10 @@ struct StepTimeReport {
   double tflops_per_gpu_hardware = 0;
   double mfu = 0;
   StepBreakdown breakdown;
+  // breakdown.compute of the critical stage by kernel kind (GEMMs, flash or unfused attention
+  // cores, memory-bound kernels incl. gradient folding); the rest of it is TP traffic that
+  // overlaps compute. For comparison with a profiler's kernel sums.
+  double compute_gemm_s = 0, compute_attention_s = 0, compute_elementwise_s = 0;
   int64_t critical_stage = 0;
   std::vector<double> stage_forward_s;   // one micro-batch, per stage (summed over its chunks)
   std::vector<double> stage_backward_s;

@@ -22,15 +22,32 @@ double learning_rate(const OptimizerConfig& cfg, int64_t step) {
   return floor + 0.5 * (peak - floor) * (1.0 + std::cos(std::numbers::pi * progress));
 }
 
-AdamW::AdamW(const ParamLayout& layout, const OptimizerConfig& cfg) : cfg_(cfg) {
+kernels::AdamWStep adamw_step(const OptimizerConfig& cfg, double lr, int64_t update) {
+  kernels::AdamWStep st;
+  st.lr = static_cast<float>(lr);
+  st.beta1 = static_cast<float>(cfg.beta1);
+  st.beta2 = static_cast<float>(cfg.beta2);
+  st.eps = static_cast<float>(cfg.eps);
+  st.weight_decay = 0.f;
+  st.bias_correction1 = static_cast<float>(1.0 - std::pow(cfg.beta1, update));
+  st.bias_correction2 = static_cast<float>(1.0 - std::pow(cfg.beta2, update));
+  return st;
+}
+
+std::vector<DecayRange> decay_ranges(const ParamLayout& layout) {
+  std::vector<DecayRange> ranges;
   for (const auto& p : layout.params()) {
-    if (!ranges_.empty() && ranges_.back().decay == p.weight_decay &&
-        ranges_.back().end == p.offset) {
-      ranges_.back().end = p.offset + p.size;
+    if (!ranges.empty() && ranges.back().decay == p.weight_decay && ranges.back().end == p.offset) {
+      ranges.back().end = p.offset + p.size;
     } else {
-      ranges_.push_back({p.offset, p.offset + p.size, p.weight_decay});
+      ranges.push_back({p.offset, p.offset + p.size, p.weight_decay});
     }
   }
+  return ranges;
+}
+
+AdamW::AdamW(const ParamLayout& layout, const OptimizerConfig& cfg)
+    : cfg_(cfg), ranges_(decay_ranges(layout)) {
   m_.assign(layout.total(), 0.f);
   v_.assign(layout.total(), 0.f);
 }
@@ -54,15 +71,9 @@ double AdamW::grad_norm(const float* grads, int64_t count) {
 
 void AdamW::update(float* params, const float* grads, double lr, double grad_scale) {
   ++updates_;
-  kernels::AdamWStep st;
-  st.lr = static_cast<float>(lr);
-  st.beta1 = static_cast<float>(cfg_.beta1);
-  st.beta2 = static_cast<float>(cfg_.beta2);
-  st.eps = static_cast<float>(cfg_.eps);
-  st.bias_correction1 = static_cast<float>(1.0 - std::pow(cfg_.beta1, updates_));
-  st.bias_correction2 = static_cast<float>(1.0 - std::pow(cfg_.beta2, updates_));
+  kernels::AdamWStep st = adamw_step(cfg_, lr, updates_);
   const float scale = static_cast<float>(grad_scale);
-  for (const Range& r : ranges_) {
+  for (const DecayRange& r : ranges_) {
     st.weight_decay = r.decay ? static_cast<float>(cfg_.weight_decay) : 0.f;
 #pragma omp parallel for schedule(static)
     for (int64_t i = r.begin; i < r.end; ++i) {

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "kernels/cpu/numerics.h"
 #include "trainer/param_layout.h"
 
 namespace loom::train {
@@ -27,6 +28,18 @@ struct OptimizerConfig {
 // Learning rate of the 1-based iteration `step`.
 double learning_rate(const OptimizerConfig& cfg, int64_t step);
 
+// AdamW's hyper-parameters for the 1-based update `update` at learning rate `lr` (bias
+// corrections 1 - beta^t); weight_decay is left 0 for the caller to set per range. Shared by
+// the CPU optimizer and the CUDA trainer so both step alike.
+kernels::AdamWStep adamw_step(const OptimizerConfig& cfg, double lr, int64_t update);
+
+// Contiguous runs of parameters sharing a weight-decay setting, in layout order.
+struct DecayRange {
+  int64_t begin, end;
+  bool decay;
+};
+std::vector<DecayRange> decay_ranges(const ParamLayout& layout);
+
 class AdamW {
  public:
   AdamW(const ParamLayout& layout, const OptimizerConfig& cfg);
@@ -45,12 +58,8 @@ class AdamW {
   std::vector<float>& exp_avg_sq() { return v_; }    // second moment, flat
 
  private:
-  struct Range {
-    int64_t begin, end;
-    bool decay;
-  };
   OptimizerConfig cfg_;
-  std::vector<Range> ranges_;
+  std::vector<DecayRange> ranges_;
   std::vector<float> m_, v_;
   int64_t updates_ = 0;
 };

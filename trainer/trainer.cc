@@ -41,6 +41,8 @@ nlohmann::json TrainSummary::to_json() const {
                       {"workspace_bytes", workspace_bytes},
                       {"peak_rss_bytes", peak_rss_bytes}};
   if (validation_loss >= 0.0) j["validation_loss"] = validation_loss;
+  if (peak_device_bytes > 0) j["peak_device_bytes"] = peak_device_bytes;
+  if (!phase_seconds.empty()) j["phase_seconds"] = phase_seconds;
   return j;
 }
 

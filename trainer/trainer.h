@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <ostream>
 #include <random>
@@ -50,6 +51,8 @@ struct TrainSummary {
   int64_t state_bytes = 0;        // parameters + gradients + Adam moments
   int64_t workspace_bytes = 0;    // activations and scratch, high-water mark
   int64_t peak_rss_bytes = 0;     // the process's maximum resident set
+  int64_t peak_device_bytes = 0;  // CUDA backend: most device memory in use (cudaMemGetInfo)
+  std::map<std::string, double> phase_seconds;  // CUDA backend: device time per iteration by phase
   std::vector<StepRecord> records;
   nlohmann::json to_json() const;
 };

@@ -186,4 +186,33 @@ TEST(CliFramework, Megatron2021RejectsFeaturesOf2022) {
   EXPECT_EQ(o.exit_code, 0) << o.text;
 }
 
+// `loom calibrate` writes a profile that loads and differs from its source only in the
+// calibrated values; bad input names the file or the value and writes nothing.
+TEST(CliCalibrate, WritesALoadableProfileAndRejectsBadInput) {
+  const std::string meas =
+      std::string(LOOM_TEST_DATA_DIR) + "/calibration/h200-torch-reference-2026-11-28.json";
+  const std::string out = ::testing::TempDir() + "loom-calibrated-h200.yaml";
+  std::remove(out.c_str());
+  Output o = run_loom("calibrate --cluster h200-1gpu --measurements " + meas + " --out " + out +
+                      " --name h200-test --json");
+  ASSERT_EQ(o.exit_code, 0) << o.text;
+  const auto j = nlohmann::json::parse(o.text);
+  EXPECT_EQ(j["name"], "h200-test");
+  EXPECT_NEAR(j["fields"]["memory_efficiency"]["after"].get<double>(), 0.89, 0.001);
+  o = run_loom("simulate --model llama-1.3b --cluster " + out +
+               " --framework loom --gpus 1 --mbs 8 --gbs 16 --seq 2048 --json");
+  ASSERT_EQ(o.exit_code, 0) << o.text;
+  EXPECT_EQ(nlohmann::json::parse(o.text)["cluster"], "h200-test");
+
+  o = run_loom("calibrate --cluster h200-1gpu --measurements /nonexistent.json --out " + out + "2");
+  EXPECT_EQ(o.exit_code, 2);
+  EXPECT_NE(o.text.find("'/nonexistent.json': cannot open"), std::string::npos) << o.text;
+  o = run_loom("calibrate --cluster h200-1gpu --measurements " + meas +
+               " --attention-backend xformers --out " + out + "2");
+  EXPECT_EQ(o.exit_code, 2);
+  EXPECT_NE(o.text.find("expected default, flash or cudnn"), std::string::npos) << o.text;
+  std::ifstream none(out + "2");
+  EXPECT_FALSE(none.good());
+}
+
 }  // namespace

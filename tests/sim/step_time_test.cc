@@ -57,6 +57,21 @@ TEST(StepTime, BreakdownAddsUpToTheStepTime) {
   }
 }
 
+// The per-kind split covers the compute exactly when no TP traffic overlaps it; with TP the
+// overlapped share is the only remainder. GEMMs dominate a 13B model at seq 2048.
+TEST(StepTime, ComputeSplitsIntoGemmAttentionAndElementwise) {
+  for (const auto& l : {layout(1, 1, 1, 1, 8), layout(16, 2, 2, 2, 64)}) {
+    auto r = simulate_step(input("llama2-13b", "dgx-a100-80gb", l));
+    ASSERT_TRUE(r.ok()) << r.status().message();
+    const double kinds = r->compute_gemm_s + r->compute_attention_s + r->compute_elementwise_s;
+    EXPECT_LE(kinds, r->breakdown.compute * (1 + 1e-12)) << l.summary();
+    if (l.tp == 1) EXPECT_NEAR(kinds, r->breakdown.compute, 1e-9 * kinds) << l.summary();
+    EXPECT_GT(r->compute_gemm_s, 0.6 * r->breakdown.compute) << l.summary();
+    EXPECT_GT(r->compute_attention_s, 0);
+    EXPECT_GT(r->compute_elementwise_s, 0);
+  }
+}
+
 TEST(StepTime, OneGpuIsMicrobatchesTimesForwardBackwardPlusOptimizer) {
   auto in = input("llama-7b", "dgx-a100-80gb", layout(1, 1, 1, 1, 4));
   auto r = simulate_step(in);

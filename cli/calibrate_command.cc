@@ -1,0 +1,201 @@
+// `loom calibrate`: fits a cluster profile's compute section (GEMM efficiency, flash-attention
+// efficiencies, memory efficiency) to measurements taken on the real device and writes the
+// calibrated profile. Today the measurements come from scripts/gpu_torch_reference.py (run by
+// scripts/gpu-check.sh on a GPU machine); the fit is simulator/calibration.h.
+//
+// The profile is rewritten line by line: only the calibrated values change, each with a
+// comment naming the measurement and the value it replaced, so every other number keeps its
+// source comment. The result is parsed back as a profile before it is written (atomically).
+#include <chrono>
+#include <cstdio>
+#include <ctime>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <regex>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "cli/commands.h"
+#include "cli/table.h"
+#include "core/data_paths.h"
+#include "core/yaml_reader.h"
+#include "simulator/calibration.h"
+
+namespace loom::cli {
+
+namespace {
+
+using core::ErrorCode;
+
+struct CalibrateArgs {
+  std::string cluster;
+  std::string measurements;
+  std::string attention_backend = "default";
+  std::string name;
+  std::string out;
+  bool json = false;
+};
+
+std::string today_utc() {
+  const std::time_t t = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[16];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d", &tm);
+  return buf;
+}
+
+// Replaces the value of `key`, a top-level key or one indented under a section (the first
+// such line), keeping the indentation.
+core::Status replace_value(std::string& text, const std::string& key, bool top_level,
+                           const std::string& value, const std::string& comment) {
+  const std::regex line("(^|\\n)(" + std::string(top_level ? "" : "[ \\t]+") + ")" + key +
+                        ":[^\\n]*");
+  std::smatch m;
+  if (!std::regex_search(text, m, line))
+    return core::error(ErrorCode::kParse, "profile has no '{}' line to calibrate", key);
+  const std::string repl = fmt::format("{}{}{}: {}  # {}", m[1].str(), m[2].str(), key, value, comment);
+  text = m.prefix().str() + repl + m.suffix().str();
+  return core::ok_status();
+}
+
+core::Status run_calibrate(const CalibrateArgs& a) {
+  LOOM_ASSIGN_OR_RETURN(core::ClusterProfile profile, core::load_cluster_profile(a.cluster));
+  LOOM_ASSIGN_OR_RETURN(std::string profile_path,
+                        core::resolve_data_file("cluster_profiles", a.cluster, "cluster profile"));
+  std::ifstream in(a.measurements);
+  if (!in)
+    return core::error(ErrorCode::kNotFound, "--measurements '{}': cannot open the file",
+                       a.measurements);
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    return core::error(ErrorCode::kParse, "--measurements '{}': not JSON: {}", a.measurements,
+                       e.what());
+  }
+  if (a.attention_backend != "default" && a.attention_backend != "flash" &&
+      a.attention_backend != "cudnn")
+    return core::error(ErrorCode::kInvalidArgument,
+                       "--attention-backend '{}': expected default, flash or cudnn",
+                       a.attention_backend);
+  LOOM_ASSIGN_OR_RETURN(sim::CalibrationMeasurements meas,
+                        sim::measurements_from_json(j, a.attention_backend));
+  LOOM_ASSIGN_OR_RETURN(sim::CalibrationResult r, sim::calibrate_compute(profile, meas));
+
+  const std::string name = a.name.empty() ? profile.name + "-calibrated" : a.name;
+  const std::string date = today_utc();
+  std::ifstream src(profile_path);
+  std::stringstream ss;
+  ss << src.rdbuf();
+  std::string text = ss.str();
+  const std::string from = fmt::format("calibrated {} on {}", date, meas.source);
+  if (name != profile.name)
+    LOOM_RETURN_IF_ERROR(
+        replace_value(text, "name", true, name, fmt::format("{} (from {})", from, profile.name)));
+  struct Field {
+    const char* key;
+    double before, after;
+    std::string what;
+  };
+  const std::vector<Field> fields = {
+      {"gemm_max_efficiency", r.before.gemm_max_efficiency, r.after.gemm_max_efficiency,
+       fmt::format("{} GEMMs, least squares in log time", meas.gemms.size())},
+      {"attention_fwd_efficiency", r.before.attention_fwd_efficiency,
+       r.after.attention_fwd_efficiency,
+       fmt::format("median of {} causal SDPA ({}) forwards", r.attention_fwd_samples, a.attention_backend)},
+      {"attention_bwd_efficiency", r.before.attention_bwd_efficiency,
+       r.after.attention_bwd_efficiency,
+       fmt::format("median of {} causal SDPA ({}) backwards", r.attention_bwd_samples, a.attention_backend)},
+      {"memory_efficiency", r.before.memory_efficiency, r.after.memory_efficiency,
+       meas.copy_gb_s ? fmt::format("copy {:.0f} GB/s", *meas.copy_gb_s) : std::string()},
+  };
+  for (const Field& f : fields) {
+    if (f.after == f.before) continue;  // not measured: the line and its source stay
+    LOOM_RETURN_IF_ERROR(replace_value(text, f.key, false, fmt::format("{:.3f}", f.after),
+                                       fmt::format("{}: {}; was {:.3f}", from, f.what, f.before)));
+  }
+  // The rewritten profile must load as a profile before it replaces anything.
+  YAML::Node node;
+  try {
+    node = YAML::Load(text);
+  } catch (const YAML::Exception& e) {
+    return core::error(ErrorCode::kInternal, "calibrated profile does not parse: {}", e.what());
+  }
+  LOOM_ASSIGN_OR_RETURN(core::ClusterProfile check, core::cluster_profile_from_yaml(node, a.out));
+
+  if (!a.out.empty()) {
+    const std::string tmp = a.out + ".tmp";
+    {
+      std::ofstream out(tmp, std::ios::trunc);
+      out << "# Calibrated by `loom calibrate --cluster " << a.cluster << " --measurements "
+          << a.measurements << "` on " << date << ".\n" << text;
+      if (!out.flush())
+        return core::error(ErrorCode::kIo, "--out '{}': cannot write {}", a.out, tmp);
+    }
+    if (std::rename(tmp.c_str(), a.out.c_str()) != 0)
+      return core::error(ErrorCode::kIo, "--out '{}': cannot rename {} into place", a.out, tmp);
+  }
+
+  if (a.json) {
+    nlohmann::json o;
+    o["cluster"] = profile.name;
+    o["name"] = check.name;
+    o["source"] = meas.source;
+    o["out"] = a.out;
+    for (const Field& f : fields) o["fields"][f.key] = {{"before", f.before}, {"after", f.after}};
+    o["gemm"] = {{"samples", meas.gemms.size()},
+                 {"median_error_before", r.gemm_median_error_before},
+                 {"median_error_after", r.gemm_median_error_after},
+                 {"max_error_before", r.gemm_max_error_before},
+                 {"max_error_after", r.gemm_max_error_after}};
+    for (const auto& row : r.gemm_rows)
+      o["gemm_rows"].push_back({{"label", row.label}, {"measured_s", row.measured_s},
+                                {"predicted_before_s", row.before_s}, {"predicted_after_s", row.after_s}});
+    std::cout << o.dump(2) << "\n";
+    return core::ok_status();
+  }
+  std::cout << fmt::format("Calibrating {} from {} GEMMs, {} attention timings{} ({})\n\n",
+                           profile.name, meas.gemms.size(), meas.attention.size(),
+                           meas.copy_gb_s ? ", a copy bandwidth" : "", meas.source);
+  Table t;
+  t.add_column("field", Table::Align::kLeft);
+  t.add_column("before");
+  t.add_column("after");
+  for (const Field& f : fields)
+    t.add_row({f.key, fmt::format("{:.3f}", f.before), fmt::format("{:.3f}", f.after)});
+  std::cout << t.render();
+  if (!meas.gemms.empty())
+    std::cout << fmt::format(
+        "\nGEMM time error |predicted/measured - 1|: median {:.1f}% -> {:.1f}%, worst {:.1f}% -> "
+        "{:.1f}%\n",
+        100 * r.gemm_median_error_before, 100 * r.gemm_median_error_after,
+        100 * r.gemm_max_error_before, 100 * r.gemm_max_error_after);
+  std::cout << (a.out.empty() ? std::string("\n(no --out: nothing written)\n")
+                              : fmt::format("\nWrote {} (profile '{}')\n", a.out, check.name));
+  return core::ok_status();
+}
+
+}  // namespace
+
+CommandRunner register_calibrate_command(CLI::App& app) {
+  auto a = std::make_shared<CalibrateArgs>();
+  CLI::App* cmd = app.add_subcommand(
+      "calibrate", "fit a cluster profile's compute section to measurements from the device");
+  cmd->add_option("--cluster", a->cluster, "cluster profile name or YAML to calibrate")->required();
+  cmd->add_option("--measurements", a->measurements,
+                  "JSON of device measurements (scripts/gpu_torch_reference.py: gemm, attention, "
+                  "memory)")
+      ->required();
+  cmd->add_option("--attention-backend", a->attention_backend,
+                  "which attention rows to fit: default, flash, cudnn")
+      ->capture_default_str();
+  cmd->add_option("--name", a->name, "name of the calibrated profile (default: <cluster>-calibrated)");
+  cmd->add_option("--out", a->out, "write the calibrated profile YAML here");
+  cmd->add_flag("--json", a->json, "print JSON instead of a table");
+  return [cmd, a]() { return cmd->parsed() ? run_calibrate(*a) : core::ok_status(); };
+}
+
+}  // namespace loom::cli

@@ -1,0 +1,45 @@
+// Causal grouped-query self-attention on the device, FlashAttention-style (Dao et al. 2022,
+// Algorithms 1 and 2): online softmax over 32-key tiles, keeping only the output and the
+// log-sum-exp; the backward recomputes the probabilities from q, k and the log-sum-exp. The
+// mixed-precision counterpart of cpu::attention_fwd/bwd (kernels/cpu/cpu_ops.h), with the same
+// conventions, and the reference the cuDNN path is checked against. It runs on the CUDA cores
+// (no tensor cores): correct for any shape, not the fast path for large models.
+// Tested against the CPU backend in tests/kernels/attention_gpu_test.cc.
+//
+// Shapes (row-major, contiguous): q [B, T, Hq, D], k and v [B, T, Hkv, D] with Hq % Hkv == 0
+// (query head h reads kv head h / (Hq / Hkv)), out and dout [B, T, Hq, D], lse [B, Hq, T].
+// scores = q.k / sqrt(D) - slope_h (i - j) (ALiBi when alibi_slopes, [Hq] fp32 on the device,
+// is non-null), causal (key j <= query i). q, k, v, out and their gradients are bf16; lse and
+// every sum are fp32; each bf16 output is rounded once. D <= 256.
+//
+// Determinism: every output element is summed by one thread in a fixed order (dk and dv of a
+// kv head sum its query heads and queries in order): results do not vary between runs.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+
+namespace loom::kernels::cuda {
+
+constexpr int64_t kAttentionMaxHeadDim = 256;
+
+// out, lse: overwritten.
+void attention_fwd(int64_t b, int64_t t, int64_t hq, int64_t hkv, int64_t d,
+                   const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv_bfloat16* v,
+                   const float* alibi_slopes, __nv_bfloat16* out, float* lse_bht,
+                   cudaStream_t stream);
+
+// Scratch bytes that attention_bwd needs: B * Hq * T floats (delta_i = dout_i . out_i).
+std::size_t attention_bwd_workspace_bytes(int64_t b, int64_t t, int64_t hq);
+
+// dq, dk, dv: overwritten. workspace: attention_bwd_workspace_bytes() bytes on the device.
+void attention_bwd(int64_t b, int64_t t, int64_t hq, int64_t hkv, int64_t d,
+                   const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv_bfloat16* v,
+                   const float* alibi_slopes, const __nv_bfloat16* out, const float* lse_bht,
+                   const __nv_bfloat16* dout, __nv_bfloat16* dq, __nv_bfloat16* dk,
+                   __nv_bfloat16* dv, void* workspace, cudaStream_t stream);
+
+}  // namespace loom::kernels::cuda

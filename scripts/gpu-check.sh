@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# The GPU check: one script that a session with a GPU machine runs in a single call.
+#
+# The GPU machine's image has nvcc 13, CMake, PyTorch and the CUDA libraries but none of Loom's
+# Debian packages, so Loom is built on the CPU machine (cmake --preset default) and packed with
+# scripts/gpu-pack.sh into a folder that travels with the call (default .devcarry): the loom
+# executable, the gpu test binary and the few shared libraries the image lacks.
+#
+#   on the CPU machine:  cmake --build --preset default && scripts/gpu-pack.sh
+#   on the GPU machine:  scripts/gpu-check.sh [.devcarry]      (writes to $OUT, or gpu-check-out)
+#
+# Steps (each one's failure is recorded and the next one still runs):
+#   1. environment: nvidia-smi, nvcc, glibc, PyTorch;
+#   2. `loom devices` and the gpu-labelled GoogleTests (loom_gpu_tests);
+#   3. Loom's predictions for the 1.3 B Llama (models/llama-1.3b.yaml) on h200-1gpu, seq 2048,
+#      at the batches PyTorch trains below (`loom simulate --json`);
+#   4. `loom train --backend cuda` on the same model and batches (synthetic tokens, LOOM_STEPS
+#      iterations, default 6): measured step time, tokens/s, device memory, against step 3;
+#   5. the PyTorch reference (scripts/gpu_torch_reference.py; TORCH_PARTS selects parts, "none"
+#      skips it; BATCHES sets the mbs:gbs pairs of steps 3-5): cuBLAS
+#      GEMM efficiency over the simulator's shapes, causal attention, HBM bandwidth, the 1.3 B
+#      model trained with PyTorch (bf16 autocast, SDPA, fused AdamW): tokens/s, MFU, peak
+#      memory, and its kernel time by kind (torch.profiler).
+# Output: $OUT/gpu-check.md (summary) and $OUT/bundle.tgz (torch_reference.json,
+# loom_predictions.json, loom_train_mbs*.json and .log, gpu_tests.xml and .txt, env.txt).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bin=${1:-.devcarry}
+out=${OUT:-gpu-check-out}
+mkdir -p "${out}"
+export LD_LIBRARY_PATH="${PWD}/${bin}/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+export PYTHONUNBUFFERED=1
+export LOOM_DATA_DIR="${PWD}"   # model presets and cluster profiles of this checkout
+python=${PYTHON:-python3}
+batches="${BATCHES:-4:16,8:16}"   # mbs:gbs pairs for steps 3-5
+status=0
+md="${out}/gpu-check.md"
+step() { echo; echo "== $* =="; }
+
+{
+  echo "# Loom GPU check"
+  echo
+  echo "date $(date -u +%FT%TZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+  echo
+} > "${md}"
+
+step "1. environment"
+{
+  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader
+  nvcc --version 2>/dev/null | tail -1
+  ldd --version | head -1
+  "${python}" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
+} 2>&1 | tee "${out}/env.txt"
+{ echo '```'; cat "${out}/env.txt"; echo '```'; echo; } >> "${md}"
+
+step "2. loom devices, gpu tests"
+if [ -x "${bin}/loom" ]; then
+  "${bin}/loom" devices 2>&1 | tee "${out}/devices.txt" || status=1
+  "${bin}/loom_gpu_tests" --gtest_output="xml:${out}/gpu_tests.xml" 2>&1 | tee "${out}/gpu_tests.txt"
+  rc=${PIPESTATUS[0]}
+  [ "${rc}" -eq 0 ] || status=1
+  {
+    echo "## Loom"; echo; echo '```'; cat "${out}/devices.txt"
+    grep -E '^\[  (PASSED|FAILED|SKIPPED) ' "${out}/gpu_tests.txt"
+    echo '```'; echo
+  } >> "${md}"
+else
+  echo "no Loom build in ${bin} (run scripts/gpu-pack.sh on the build machine)" | tee -a "${md}"
+  status=1
+fi
+
+step "3. Loom's predictions"
+if [ -x "${bin}/loom" ]; then
+  echo "[" > "${out}/loom_predictions.json"
+  first=1
+  for b in ${batches//,/ }; do
+    mbs=${b%%:*}; gbs=${b##*:}
+    [ ${first} -eq 1 ] || echo "," >> "${out}/loom_predictions.json"
+    first=0
+    "${bin}/loom" simulate --model llama-1.3b --cluster h200-1gpu --framework loom --gpus 1 \
+      --mbs "${mbs}" --gbs "${gbs}" --seq 2048 --recompute none --json \
+      >> "${out}/loom_predictions.json" || status=1
+    "${bin}/loom" simulate --model llama-1.3b --cluster h200-1gpu --framework loom --gpus 1 \
+      --mbs "${mbs}" --gbs "${gbs}" --seq 2048 --recompute none | sed -n 4p
+  done
+  echo "]" >> "${out}/loom_predictions.json"
+fi
+
+step "4. Loom's CUDA trainer on the same model and batches"
+if [ -x "${bin}/loom" ]; then
+  for b in ${batches//,/ }; do
+    mbs=${b%%:*}; gbs=${b##*:}
+    timeout "${LOOM_TRAIN_TIMEOUT:-300}" "${bin}/loom" train --backend cuda --model llama-1.3b --synthetic \
+      --steps "${LOOM_STEPS:-6}" --mbs "${mbs}" --gbs "${gbs}" --seq 2048 --lr 3e-4 --warmup 2 \
+      --json > "${out}/loom_train_mbs${mbs}.json" 2> "${out}/loom_train_mbs${mbs}.log" || status=1
+    tail -n 3 "${out}/loom_train_mbs${mbs}.log"
+  done
+  "${python}" - "${out}" "${batches}" >> "${md}" <<'PY' || status=1
+import json, sys, os
+out, batches = sys.argv[1], sys.argv[2].split(",")
+pred = json.load(open(os.path.join(out, "loom_predictions.json")))
+print("## Predicted vs measured: Loom's CUDA trainer, llama-1.3b, seq 2048\n")
+print("| mbs | gbs | predicted s | measured s | measured / predicted | of which attention s "
+      "(predicted) | tokens/s | MFU | predicted peak GiB | device memory in use GiB |")
+print("|---|---|---|---|---|---|---|---|---|---|")
+for b, p in zip(batches, pred):
+    mbs, gbs = b.split(":")
+    f = os.path.join(out, f"loom_train_mbs{mbs}.json")
+    if not os.path.exists(f) or os.path.getsize(f) == 0:
+        print(f"| {mbs} | {gbs} | {p['step_time_s']:.3f} | failed | | | | | | |")
+        continue
+    m = json.load(open(f))
+    mfu = p["mfu"] * p["step_time_s"] / m["mean_step_time_s"]
+    print(f"| {mbs} | {gbs} | {p['step_time_s']:.3f} | {m['mean_step_time_s']:.3f} | "
+          f"{m['mean_step_time_s'] / p['step_time_s']:.2f} | "
+          f"{m.get('phase_seconds', {}).get('attention', float('nan')):.3f} "
+          f"({p['compute_by_kind_s']['attention']:.3f}) | {m['tokens_per_s']:.0f} | {100 * mfu:.1f}% | "
+          f"{p['memory']['peak_gib']:.2f} | {m.get('peak_device_bytes', 0) / 2**30:.2f} |")
+print()
+PY
+fi
+
+step "5. PyTorch reference"
+[ "${TORCH_PARTS:-}" = none ] || "${python}" scripts/gpu_torch_reference.py --out "${out}/torch_reference.json" \
+  --md "${out}/torch_reference.md" --train-batches "${batches}" \
+  --parts "${TORCH_PARTS:-gemm,attention,memory,train,profile}" || status=1
+cat "${out}/torch_reference.md" >> "${md}" 2>/dev/null
+
+# The device tool returns at most 8 files: everything but the summary (and a log the caller
+# may be writing there) goes into one archive.
+( cd "${out}" && find . -maxdepth 1 -type f ! -name gpu-check.md ! -name log.txt ! -name bundle.tgz \
+    -printf '%P\n' | tar czf bundle.tgz -T - --remove-files )
+
+echo
+echo "gpu-check: $([ ${status} -eq 0 ] && echo passed || echo 'FAILED (see above)'); summary ${md}," \
+  "raw results ${out}/bundle.tgz"
+exit ${status}

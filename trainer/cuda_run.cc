@@ -1,0 +1,125 @@
+// The CUDA training loop: see cuda_run.h.
+#include "trainer/cuda_run.h"
+
+#include <sys/resource.h>
+
+#include <chrono>
+
+#include <fmt/format.h>
+
+#include "core/model_io.h"
+#include "kernels/device_query.h"
+#include "trainer/batch_source.h"
+#include "trainer/cuda_transformer.h"
+
+namespace loom::train {
+
+namespace {
+
+core::Status refuse(const char* option, const char* why) {
+  return core::error(core::ErrorCode::kInvalidArgument, "{}: not supported with --backend cuda ({})",
+                     option, why);
+}
+
+}  // namespace
+
+core::Status run_cuda_training(const TrainConfig& given, std::ostream* out, TrainSummary* summary) {
+  TrainConfig cfg = given;
+  LOOM_RETURN_IF_ERROR(validate_train_config(cfg));
+  if (!cfg.save.empty() || cfg.resume) return refuse("--save/--resume", "GPU checkpoints are not written yet");
+  if (cfg.eval_interval > 0) return refuse("--eval-interval", "evaluation runs at the end only");
+  if (cfg.debug_nan_grad_at > 0 || !cfg.debug_loss_spike_at.empty() || cfg.debug_kill_at > 0)
+    return refuse("--debug-*", "fault injection is a CPU-backend test aid");
+  const kernels::CudaDeviceList devices = kernels::query_cuda_devices();
+  if (devices.devices.empty()) {
+    return core::error(core::ErrorCode::kInvalidArgument, "--backend cuda: no CUDA device: {}",
+                       devices.no_device_reason);
+  }
+  LOOM_ASSIGN_OR_RETURN(core::ModelSpec spec, core::load_model(cfg.model));
+  std::unique_ptr<BatchSource> data;
+  if (cfg.synthetic) {
+    data = make_synthetic_source(spec.vocab_size, cfg.seq, cfg.seed);
+  } else {
+    LOOM_ASSIGN_OR_RETURN(data, open_dataset_source(cfg.data, cfg.seq, cfg.seed, cfg.train_fraction));
+    if (data->max_token() >= spec.vocab_size) {
+      return core::error(core::ErrorCode::kInvalidArgument,
+                         "--data {}: token ids up to {} but model '{}' has a vocabulary of {}",
+                         cfg.data, data->max_token(), spec.name, spec.vocab_size);
+    }
+  }
+  if (cfg.optim.decay_steps <= 0) cfg.optim.decay_steps = cfg.steps;
+  LOOM_ASSIGN_OR_RETURN(std::unique_ptr<CudaTransformer> model,
+                        CudaTransformer::create(spec, cfg.recompute));
+  CudaTrainer trainer(std::move(model), cfg.optim, cfg.seed, cfg.init_std);
+
+  const int64_t micro = cfg.gbs / cfg.mbs;
+  const double tokens = static_cast<double>(cfg.gbs * cfg.seq);
+  size_t free0 = 0, total = 0;
+  LOOM_CUDA_CHECK(cudaMemGetInfo(&free0, &total));
+  size_t min_free = free0;
+  double timed_s = 0, attention_s = 0, loss_s = 0;
+  int64_t timed = 0;
+  summary->first_step = 1;
+  for (int64_t step = 1; step <= cfg.steps; ++step) {
+    std::vector<std::vector<int32_t>> batches;
+    for (int64_t m = 0; m < micro; ++m) batches.push_back(data->next_batch(cfg.mbs));
+    const double lr = learning_rate(cfg.optim, step);
+    const auto t0 = std::chrono::steady_clock::now();
+    const CudaTrainer::Step s = trainer.train_step(batches, cfg.mbs, cfg.seq, lr);
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    size_t free_now = 0;
+    LOOM_CUDA_CHECK(cudaMemGetInfo(&free_now, &total));
+    min_free = std::min(min_free, free_now);
+    if (step > 1) {  // the first iteration pays for cuBLASLt's algorithm choices
+      timed_s += dt;
+      attention_s += s.phases.attention_s;
+      loss_s += s.phases.lm_head_loss_s;
+      ++timed;
+    }
+    StepRecord rec;
+    rec.step = step;
+    rec.loss = s.loss;
+    rec.lr = lr;
+    rec.grad_norm = s.grad_norm;
+    rec.step_time_s = dt;
+    rec.tokens_per_s = tokens / dt;
+    summary->records.push_back(rec);
+    summary->final_loss = s.loss;
+    summary->last_step = step;
+    if (!cfg.quiet && out != nullptr) {
+      *out << fmt::format(
+          " iteration {:>6}/{:>6} | lm loss {:.6E} | learning rate {:.3E} | grad norm {:.3f} | "
+          "elapsed time per iteration (ms): {:.1f} (attention {:.1f}, LM head + loss {:.1f}) | "
+          "tokens/s {:.0f} | device memory used {:.2f} GiB\n",
+          step, cfg.steps, s.loss, lr, s.grad_norm, 1e3 * dt, 1e3 * s.phases.attention_s,
+          1e3 * s.phases.lm_head_loss_s, tokens / dt,
+          static_cast<double>(total - free_now) / 1073741824.0);
+    }
+  }
+  summary->mean_step_time_s = timed > 0 ? timed_s / timed : timed_s;
+  if (timed > 0) {
+    summary->phase_seconds["attention"] = attention_s / static_cast<double>(timed);
+    summary->phase_seconds["lm_head_loss"] = loss_s / static_cast<double>(timed);
+  }
+  summary->tokens_per_s = summary->mean_step_time_s > 0 ? tokens / summary->mean_step_time_s : 0;
+  summary->state_bytes = trainer.state_bytes();
+  summary->workspace_bytes = trainer.activation_bytes();
+  summary->peak_device_bytes = static_cast<int64_t>(total - min_free);
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  summary->peak_rss_bytes = static_cast<int64_t>(ru.ru_maxrss) * 1024;  // Linux: KiB
+  if (!cfg.synthetic) {
+    const auto batches = data->validation(cfg.mbs, cfg.eval_batches);
+    double sum = 0;
+    int64_t n = 0;
+    for (const auto& b : batches) {
+      const int64_t rows = static_cast<int64_t>(b.size()) / (cfg.seq + 1);
+      sum += trainer.eval_loss(b, rows, cfg.seq) * static_cast<double>(rows * cfg.seq);
+      n += rows * cfg.seq;
+    }
+    if (n > 0) summary->validation_loss = sum / static_cast<double>(n);
+  }
+  return core::ok_status();
+}
+
+}  // namespace loom::train

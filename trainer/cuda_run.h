@@ -1,0 +1,19 @@
+// `loom train --backend cuda`: the training loop on one GPU with CudaTrainer
+// (trainer/cuda_transformer.h): batches from the dataset or synthetic tokens as on the CPU,
+// the same learning-rate schedule, Megatron-style iteration lines, and a TrainSummary with the
+// measured step time, tokens/s and device memory. What the CPU trainer does besides (the spike
+// guard, checkpoints and resume, evaluation intervals, recompute) is not on this path yet: the
+// options that ask for it are refused by name rather than ignored.
+#pragma once
+
+#include <ostream>
+
+#include "core/status.h"
+#include "trainer/train_config.h"
+#include "trainer/trainer.h"
+
+namespace loom::train {
+
+core::Status run_cuda_training(const TrainConfig& cfg, std::ostream* out, TrainSummary* summary);
+
+}  // namespace loom::train

@@ -1,0 +1,535 @@
+// CudaTransformer and CudaTrainer: see cuda_transformer.h. Shapes: N = b * s tokens, h hidden,
+// f FFN width, q = heads * head_dim, kv = kv_heads * head_dim; activations row-major [N, width].
+#include "trainer/cuda_transformer.h"
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+#include <string>
+
+#include "kernels/cpu/cpu_ops.h"
+#include "kernels/cuda/adamw.h"
+#include "kernels/cuda/attention.h"
+#include "kernels/cuda/bias.h"
+#include "kernels/cuda/cross_entropy.h"
+#include "kernels/cuda/embedding.h"
+#include "kernels/cuda/fill.h"
+#include "kernels/cuda/gelu.h"
+#include "kernels/cuda/layernorm.h"
+#include "kernels/cuda/rmsnorm.h"
+#include "kernels/cuda/rope.h"
+#include "kernels/cuda/swiglu.h"
+
+namespace loom::train {
+
+namespace cu = loom::kernels::cuda;
+using bf16 = __nv_bfloat16;
+
+namespace {
+
+// Rows of logits made at once by the loss (as the CPU model): at most 2^24 logits alive.
+constexpr int64_t kLogitsChunkElements = int64_t{1} << 24;
+
+// Carves typed arrays out of one allocation, each 256-byte aligned (cuBLASLt and the
+// vectorised kernels want 16).
+class Carver {
+ public:
+  explicit Carver(char* base) : base_(base) {}
+  template <typename T>
+  T* take(int64_t count) {
+    T* p = base_ == nullptr ? nullptr : reinterpret_cast<T*>(base_ + used_);
+    used_ += (static_cast<std::size_t>(count) * sizeof(T) + 255) / 256 * 256;
+    return p;
+  }
+  std::size_t used() const { return used_; }
+
+ private:
+  char* base_;
+  std::size_t used_ = 0;
+};
+
+}  // namespace
+
+// ---- phase timing ------------------------------------------------------------------------------
+
+enum Phase { kAttentionPhase = 0, kLossPhase = 1 };
+
+CudaTransformer::PhaseTimer::~PhaseTimer() {
+  for (Pair& p : pairs_) {
+    cudaEventDestroy(p.start);
+    cudaEventDestroy(p.stop);
+  }
+}
+
+void CudaTransformer::PhaseTimer::start(int phase, cudaStream_t st) {
+  if (used_ == pairs_.size()) {
+    Pair p{};
+    LOOM_CUDA_CHECK(cudaEventCreate(&p.start));
+    LOOM_CUDA_CHECK(cudaEventCreate(&p.stop));
+    pairs_.push_back(p);
+  }
+  pairs_[used_].phase = phase;
+  LOOM_CUDA_CHECK(cudaEventRecord(pairs_[used_].start, st));
+}
+
+void CudaTransformer::PhaseTimer::stop(int, cudaStream_t st) {
+  LOOM_CUDA_CHECK(cudaEventRecord(pairs_[used_].stop, st));
+  ++used_;
+}
+
+void CudaTransformer::PhaseTimer::collect(double* seconds) {
+  for (size_t i = 0; i < used_; ++i) {
+    float ms = 0;
+    LOOM_CUDA_CHECK(cudaEventElapsedTime(&ms, pairs_[i].start, pairs_[i].stop));
+    seconds[pairs_[i].phase] += 1e-3 * ms;
+  }
+  used_ = 0;
+}
+
+CudaTransformer::PhaseTimes CudaTransformer::take_phase_times() {
+  PhaseTimes t{phase_s_[kAttentionPhase], phase_s_[kLossPhase]};
+  phase_s_[0] = phase_s_[1] = 0;
+  return t;
+}
+
+core::Result<std::unique_ptr<CudaTransformer>> CudaTransformer::create(const core::ModelSpec& spec,
+                                                                       core::Recompute recompute) {
+  if (recompute != core::Recompute::kNone) {
+    return core::error(core::ErrorCode::kInvalidArgument,
+                       "--recompute {}: the CUDA trainer keeps every activation today (allowed: "
+                       "none)",
+                       core::to_string(recompute));
+  }
+  const int64_t d = spec.head_dim_or_default();
+  if (d > cu::kAttentionMaxHeadDim) {
+    return core::error(core::ErrorCode::kInvalidArgument,
+                       "model '{}': head dimension {} exceeds the CUDA attention's {}", spec.name, d,
+                       cu::kAttentionMaxHeadDim);
+  }
+  return std::unique_ptr<CudaTransformer>(new CudaTransformer(spec));
+}
+
+CudaTransformer::CudaTransformer(const core::ModelSpec& spec) : spec_(spec), layout_(spec) {
+  h_ = spec.hidden_size;
+  heads_ = spec.num_heads;
+  kv_heads_ = spec.num_kv_heads > 0 ? spec.num_kv_heads : spec.num_heads;
+  head_dim_ = spec.head_dim_or_default();
+  q_dim_ = heads_ * head_dim_;
+  kv_dim_ = kv_heads_ * head_dim_;
+  ffn_ = spec.ffn_hidden_size;
+  vp_ = spec.padded_vocab(1);
+  if (spec.position == core::PositionKind::kRope) {
+    rot_dim_ = 2 * static_cast<int64_t>(std::floor(head_dim_ * spec.rotary_fraction / 2.0));
+  }
+}
+
+void CudaTransformer::prepare(int64_t b, int64_t s) {
+  if (b == b_ && s == s_) return;
+  b_ = b;
+  s_ = s;
+  n_ = b * s;
+  chunk_rows_ = std::clamp<int64_t>(kLogitsChunkElements / vp_, 1, n_);
+  const bool swiglu = spec_.mlp == core::MlpKind::kSwiGlu;
+  const int64_t layers = spec_.num_layers;
+  // Two passes over the same carving: the first sizes, the second hands out pointers.
+  auto carve = [&](Carver& c) {
+    blocks_.assign(layers, Block{});
+    for (Block& k : blocks_) {
+      k.r = c.take<bf16>(n_ * h_);
+      k.xn1 = c.take<bf16>(n_ * h_);
+      k.q = c.take<bf16>(n_ * q_dim_);
+      k.k = c.take<bf16>(n_ * kv_dim_);
+      k.v = c.take<bf16>(n_ * kv_dim_);
+      k.o = c.take<bf16>(n_ * q_dim_);
+      k.x_mid = c.take<bf16>(n_ * h_);
+      k.xn2 = c.take<bf16>(n_ * h_);
+      k.g = swiglu ? c.take<bf16>(n_ * ffn_) : nullptr;
+      k.u = c.take<bf16>(n_ * ffn_);
+      k.act = c.take<bf16>(n_ * ffn_);
+      k.mean1 = c.take<float>(n_);
+      k.rstd1 = c.take<float>(n_);
+      k.mean2 = c.take<float>(n_);
+      k.rstd2 = c.take<float>(n_);
+      k.lse = c.take<float>(b_ * heads_ * s_);
+    }
+    embed_pre_ = spec_.embedding_norm ? c.take<bf16>(n_ * h_) : nullptr;
+    embed_mean_ = c.take<float>(n_);
+    embed_rstd_ = c.take<float>(n_);
+    r_final_ = c.take<bf16>(n_ * h_);
+    xf_ = c.take<bf16>(n_ * h_);
+    mlp_out_ = c.take<bf16>(n_ * h_);
+    final_mean_ = c.take<float>(n_);
+    final_rstd_ = c.take<float>(n_);
+    dr_ = c.take<bf16>(n_ * h_);
+    dxn_ = c.take<bf16>(n_ * h_);
+    dact_ = c.take<bf16>(n_ * ffn_);
+    dg_ = swiglu ? c.take<bf16>(n_ * ffn_) : nullptr;
+    du_ = c.take<bf16>(n_ * ffn_);
+    dattn_ = c.take<bf16>(n_ * q_dim_);
+    dq_ = c.take<bf16>(n_ * q_dim_);
+    dk_ = c.take<bf16>(n_ * kv_dim_);
+    dv_ = c.take<bf16>(n_ * kv_dim_);
+    logits_ = c.take<bf16>(chunk_rows_ * vp_);
+    loss_n_ = c.take<float>(chunk_rows_);
+    inputs_ = c.take<int32_t>(n_);
+    targets_ = c.take<int32_t>(n_);
+    rope_cos_ = c.take<float>(s_ * std::max<int64_t>(rot_dim_ / 2, 1));
+    rope_sin_ = c.take<float>(s_ * std::max<int64_t>(rot_dim_ / 2, 1));
+    alibi_ = c.take<float>(heads_);
+    zero_bias_ = c.take<float>(h_);
+    discard_dbias_ = c.take<float>(h_);
+  };
+  Carver sizer(nullptr);
+  carve(sizer);
+  acts_mem_ = cu::DeviceBytes(sizer.used());
+  Carver real(static_cast<char*>(acts_mem_.get()));
+  carve(real);
+
+  // Scratch of the backward: the largest any kernel asks for.
+  const int64_t widest = std::max({h_, q_dim_, kv_dim_, ffn_});
+  workspace_bytes_ = std::max({cu::rmsnorm_bwd_workspace_bytes(n_, h_),
+                               cu::layernorm_bwd_workspace_bytes(n_, h_),
+                               cu::bias_bwd_workspace_bytes(n_, widest),
+                               cu::bias_bwd_workspace_bytes(b_, s_ * h_),
+                               cu::attention_bwd_workspace_bytes(b_, s_, heads_),
+                               cu::embedding_bwd_workspace_bytes(n_)});
+  scratch_mem_ = cu::DeviceBytes(workspace_bytes_);
+  workspace_ = scratch_mem_.get();
+
+  // Tables: RoPE (as the CPU model computes them), ALiBi slopes, zeros.
+  if (rot_dim_ > 0) {
+    std::vector<float> cos(s_ * rot_dim_ / 2), sin(s_ * rot_dim_ / 2);
+    kernels::cpu::rope_tables(s_, rot_dim_, spec_.rope_theta, cos.data(), sin.data());
+    LOOM_CUDA_CHECK(cudaMemcpy(rope_cos_, cos.data(), cos.size() * 4, cudaMemcpyHostToDevice));
+    LOOM_CUDA_CHECK(cudaMemcpy(rope_sin_, sin.data(), sin.size() * 4, cudaMemcpyHostToDevice));
+  }
+  if (spec_.position == core::PositionKind::kAlibi) {
+    std::vector<float> slopes(heads_);
+    kernels::cpu::alibi_slopes(heads_, slopes.data());
+    LOOM_CUDA_CHECK(cudaMemcpy(alibi_, slopes.data(), slopes.size() * 4, cudaMemcpyHostToDevice));
+  }
+  LOOM_CUDA_CHECK(cudaMemset(zero_bias_, 0, h_ * sizeof(float)));
+  host_inputs_.assign(n_, 0);
+  host_targets_.assign(n_, 0);
+  host_loss_.assign(chunk_rows_, 0.f);
+}
+
+int64_t CudaTransformer::activation_bytes() const {
+  return static_cast<int64_t>(acts_mem_.bytes() + scratch_mem_.bytes());
+}
+
+void CudaTransformer::norm_fwd(const bf16* x, const bf16* residual, int64_t w, int64_t bias,
+                               const float* p, bf16* sum, bf16* y, float* mean, float* rstd,
+                               cudaStream_t st) {
+  if (spec_.norm == core::NormKind::kRmsNorm) {
+    cu::rmsnorm_fwd(n_, h_, x, residual, p + w, spec_.norm_eps, sum, y, rstd, st);
+    return;
+  }
+  cu::layernorm_fwd(n_, h_, x, residual, p + w, bias >= 0 ? p + bias : zero_bias_, spec_.norm_eps,
+                    sum, y, mean, rstd, st);
+}
+
+void CudaTransformer::norm_bwd(const bf16* dy, const bf16* x, int64_t w, int64_t bias,
+                               const float* p, float* gr, const float* mean, const float* rstd,
+                               const bf16* dresidual, bf16* dx, cudaStream_t st) {
+  if (spec_.norm == core::NormKind::kRmsNorm) {
+    cu::rmsnorm_bwd(n_, h_, dy, x, p + w, rstd, dresidual, dx, gr + w, workspace_, st);
+    return;
+  }
+  cu::layernorm_bwd(n_, h_, dy, x, p + w, mean, rstd, dresidual, dx, gr + w,
+                    bias >= 0 ? gr + bias : discard_dbias_, workspace_, st);
+}
+
+void CudaTransformer::linear_fwd(const bf16* x, const float* p, const bf16* pb, int64_t w,
+                                 int64_t bias, int64_t out, int64_t in, bf16* y, cudaStream_t st) {
+  gemm_.matmul_nt(n_, out, in, x, pb + w, y, 0.f, st);
+  if (bias >= 0) cu::bias_add(n_, out, p + bias, y, st);
+}
+
+void CudaTransformer::linear_bwd(const bf16* dy, const bf16* x, const bf16* pb, float* gr,
+                                 int64_t w, int64_t bias, int64_t out, int64_t in, bf16* dx,
+                                 bool accumulate_dx, cudaStream_t st) {
+  gemm_.matmul_tn(out, in, n_, dy, x, gr + w, 1.f, st);  // dW += dy^T x (fp32, in place)
+  if (bias >= 0) cu::bias_bwd(n_, out, dy, gr + bias, workspace_, st);
+  if (dx != nullptr) gemm_.matmul_nn(n_, in, out, dy, pb + w, dx, accumulate_dx ? 1.f : 0.f, st);
+}
+
+void CudaTransformer::forward(const float* p, const bf16* pb, cudaStream_t st) {
+  const ParamLayout& L = layout_;
+  bf16* first = blocks_.front().r;
+  bf16* emb = spec_.embedding_norm ? embed_pre_ : first;
+  cu::embedding_fwd(n_, h_, inputs_, pb + L.embed, emb, st);
+  if (L.pos_embed >= 0) cu::bias_add(b_, s_ * h_, p + L.pos_embed, emb, st);
+  if (spec_.embedding_norm) {
+    norm_fwd(embed_pre_, nullptr, L.embed_norm_w, L.embed_norm_b, p, nullptr, first, embed_mean_,
+             embed_rstd_, st);
+  }
+  for (size_t l = 0; l < blocks_.size(); ++l) {
+    Block& k = blocks_[l];
+    const BlockOffsets& o = L.blocks[l];
+    // Block l's input r = previous x_mid + previous MLP output, fused into its first norm.
+    if (l == 0) {
+      norm_fwd(k.r, nullptr, o.attn_norm_w, o.attn_norm_b, p, nullptr, k.xn1, k.mean1, k.rstd1, st);
+    } else {
+      norm_fwd(mlp_out_, blocks_[l - 1].x_mid, o.attn_norm_w, o.attn_norm_b, p, k.r, k.xn1,
+               k.mean1, k.rstd1, st);
+    }
+    linear_fwd(k.xn1, p, pb, o.wq, o.bq, q_dim_, h_, k.q, st);
+    linear_fwd(k.xn1, p, pb, o.wk, o.bk, kv_dim_, h_, k.k, st);
+    linear_fwd(k.xn1, p, pb, o.wv, o.bv, kv_dim_, h_, k.v, st);
+    if (rot_dim_ > 0) {
+      cu::rope_fwd(b_, s_, heads_, head_dim_, rot_dim_, rope_cos_, rope_sin_, k.q, st);
+      cu::rope_fwd(b_, s_, kv_heads_, head_dim_, rot_dim_, rope_cos_, rope_sin_, k.k, st);
+    }
+    const float* slopes = spec_.position == core::PositionKind::kAlibi ? alibi_ : nullptr;
+    timer_.start(kAttentionPhase, st);
+    cu::attention_fwd(b_, s_, heads_, kv_heads_, head_dim_, k.q, k.k, k.v, slopes, k.o, k.lse, st);
+    timer_.stop(kAttentionPhase, st);
+    // The attention output projection goes to mlp_out_ (free again: its sum is in k.r).
+    linear_fwd(k.o, p, pb, o.wo, o.bo, h_, q_dim_, mlp_out_, st);
+    norm_fwd(mlp_out_, k.r, o.mlp_norm_w, o.mlp_norm_b, p, k.x_mid, k.xn2, k.mean2, k.rstd2, st);
+    if (spec_.mlp == core::MlpKind::kSwiGlu) {
+      linear_fwd(k.xn2, p, pb, o.w_gate, -1, ffn_, h_, k.g, st);
+      linear_fwd(k.xn2, p, pb, o.w_up, -1, ffn_, h_, k.u, st);
+      cu::swiglu_fwd(n_ * ffn_, k.g, k.u, k.act, st);
+    } else {
+      linear_fwd(k.xn2, p, pb, o.w_up, o.b_up, ffn_, h_, k.u, st);
+      cu::gelu_fwd(n_ * ffn_, k.u, k.act, st);
+    }
+    linear_fwd(k.act, p, pb, o.w_down, o.b_down, h_, ffn_, mlp_out_, st);
+  }
+  norm_fwd(mlp_out_, blocks_.back().x_mid, L.final_norm_w, L.final_norm_b, p, r_final_, xf_,
+           final_mean_, final_rstd_, st);
+}
+
+double CudaTransformer::loss(const float* p, const bf16* pb, float* gr, float grad_scale,
+                             bool backward, cudaStream_t st) {
+  (void)p;
+  const bf16* w = pb + layout_.lm_head;
+  double total = 0.0;
+  for (int64_t r0 = 0; r0 < n_; r0 += chunk_rows_) {
+    const int64_t r = std::min(chunk_rows_, n_ - r0);
+    const bf16* x = xf_ + r0 * h_;
+    timer_.start(kLossPhase, st);
+    gemm_.matmul_nt(r, vp_, h_, x, w, logits_, 0.f, st);
+    if (backward) {
+      cu::cross_entropy_fwd_bwd(r, vp_, spec_.vocab_size, targets_ + r0, logits_, grad_scale,
+                                loss_n_, st);
+      gemm_.matmul_tn(vp_, h_, r, logits_, x, gr + layout_.lm_head, 1.f, st);
+      gemm_.matmul_nn(r, h_, vp_, logits_, w, dxn_ + r0 * h_, 0.f, st);  // d xf
+    } else {
+      cu::cross_entropy_fwd(r, vp_, spec_.vocab_size, targets_ + r0, logits_, loss_n_, st);
+    }
+    timer_.stop(kLossPhase, st);
+    LOOM_CUDA_CHECK(cudaMemcpyAsync(host_loss_.data(), loss_n_, r * sizeof(float),
+                                    cudaMemcpyDeviceToHost, st));
+    LOOM_CUDA_CHECK(cudaStreamSynchronize(st));
+    timer_.collect(phase_s_);  // everything recorded so far has completed
+    for (int64_t i = 0; i < r; ++i) total += host_loss_[i];
+  }
+  return total;
+}
+
+void CudaTransformer::backward(const float* p, const bf16* pb, float* gr, cudaStream_t st) {
+  const ParamLayout& L = layout_;
+  // loss() left d xf in dxn_.
+  norm_bwd(dxn_, r_final_, L.final_norm_w, L.final_norm_b, p, gr, final_mean_, final_rstd_,
+           nullptr, dr_, st);
+  const float* slopes = spec_.position == core::PositionKind::kAlibi ? alibi_ : nullptr;
+  for (int64_t l = static_cast<int64_t>(blocks_.size()) - 1; l >= 0; --l) {
+    Block& k = blocks_[l];
+    const BlockOffsets& o = L.blocks[l];
+    // dr_ holds d(block output) = d(x_mid + MLP output).
+    linear_bwd(dr_, k.act, pb, gr, o.w_down, o.b_down, h_, ffn_, dact_, false, st);
+    if (spec_.mlp == core::MlpKind::kSwiGlu) {
+      cu::swiglu_bwd(n_ * ffn_, dact_, k.g, k.u, dg_, du_, st);
+      linear_bwd(dg_, k.xn2, pb, gr, o.w_gate, -1, ffn_, h_, dxn_, false, st);
+      linear_bwd(du_, k.xn2, pb, gr, o.w_up, -1, ffn_, h_, dxn_, true, st);
+    } else {
+      cu::gelu_bwd(n_ * ffn_, dact_, k.u, du_, st);
+      linear_bwd(du_, k.xn2, pb, gr, o.w_up, o.b_up, ffn_, h_, dxn_, false, st);
+    }
+    // d x_mid = norm2'(d xn2) + d(block output), in place in dr_.
+    norm_bwd(dxn_, k.x_mid, o.mlp_norm_w, o.mlp_norm_b, p, gr, k.mean2, k.rstd2, dr_, dr_, st);
+    linear_bwd(dr_, k.o, pb, gr, o.wo, o.bo, h_, q_dim_, dattn_, false, st);
+    timer_.start(kAttentionPhase, st);
+    cu::attention_bwd(b_, s_, heads_, kv_heads_, head_dim_, k.q, k.k, k.v, slopes, k.o, k.lse,
+                      dattn_, dq_, dk_, dv_, workspace_, st);
+    timer_.stop(kAttentionPhase, st);
+    if (rot_dim_ > 0) {
+      cu::rope_bwd(b_, s_, heads_, head_dim_, rot_dim_, rope_cos_, rope_sin_, dq_, st);
+      cu::rope_bwd(b_, s_, kv_heads_, head_dim_, rot_dim_, rope_cos_, rope_sin_, dk_, st);
+    }
+    linear_bwd(dq_, k.xn1, pb, gr, o.wq, o.bq, q_dim_, h_, dxn_, false, st);
+    linear_bwd(dk_, k.xn1, pb, gr, o.wk, o.bk, kv_dim_, h_, dxn_, true, st);
+    linear_bwd(dv_, k.xn1, pb, gr, o.wv, o.bv, kv_dim_, h_, dxn_, true, st);
+    // d r = norm1'(d xn1) + d x_mid, in place in dr_.
+    norm_bwd(dxn_, k.r, o.attn_norm_w, o.attn_norm_b, p, gr, k.mean1, k.rstd1, dr_, dr_, st);
+  }
+  const bf16* de = dr_;
+  if (spec_.embedding_norm) {
+    norm_bwd(dr_, embed_pre_, L.embed_norm_w, L.embed_norm_b, p, gr, embed_mean_, embed_rstd_,
+             nullptr, dxn_, st);
+    de = dxn_;
+  }
+  cu::embedding_bwd(n_, h_, inputs_, de, gr + L.embed, workspace_, workspace_bytes_, st);
+  if (L.pos_embed >= 0) cu::bias_bwd(b_, s_ * h_, de, gr + L.pos_embed, workspace_, st);
+}
+
+namespace {
+void split_tokens(const int32_t* tokens, int64_t b, int64_t s, int32_t* inputs, int32_t* targets) {
+  for (int64_t i = 0; i < b; ++i) {
+    std::copy(tokens + i * (s + 1), tokens + i * (s + 1) + s, inputs + i * s);
+    std::copy(tokens + i * (s + 1) + 1, tokens + (i + 1) * (s + 1), targets + i * s);
+  }
+}
+}  // namespace
+
+double CudaTransformer::forward_backward(const float* params, const bf16* params_bf16,
+                                         float* grads, const int32_t* tokens, int64_t b,
+                                         int64_t s, float grad_scale, cudaStream_t stream) {
+  prepare(b, s);
+  split_tokens(tokens, b, s, host_inputs_.data(), host_targets_.data());
+  LOOM_CUDA_CHECK(cudaMemcpyAsync(inputs_, host_inputs_.data(), n_ * 4, cudaMemcpyHostToDevice, stream));
+  LOOM_CUDA_CHECK(cudaMemcpyAsync(targets_, host_targets_.data(), n_ * 4, cudaMemcpyHostToDevice, stream));
+  forward(params, params_bf16, stream);
+  const double total = loss(params, params_bf16, grads, grad_scale, true, stream);
+  backward(params, params_bf16, grads, stream);
+  LOOM_CUDA_CHECK(cudaStreamSynchronize(stream));  // host token buffers are reused next call
+  timer_.collect(phase_s_);
+  return total;
+}
+
+double CudaTransformer::forward_loss(const float* params, const bf16* params_bf16,
+                                     const int32_t* tokens, int64_t b, int64_t s,
+                                     cudaStream_t stream) {
+  prepare(b, s);
+  split_tokens(tokens, b, s, host_inputs_.data(), host_targets_.data());
+  LOOM_CUDA_CHECK(cudaMemcpyAsync(inputs_, host_inputs_.data(), n_ * 4, cudaMemcpyHostToDevice, stream));
+  LOOM_CUDA_CHECK(cudaMemcpyAsync(targets_, host_targets_.data(), n_ * 4, cudaMemcpyHostToDevice, stream));
+  forward(params, params_bf16, stream);
+  return loss(params, params_bf16, nullptr, 0.f, false, stream);
+}
+
+// ---- CudaTrainer -------------------------------------------------------------------------------
+
+void CudaTrainer::allocate() {
+  count_ = model_->layout().total();
+  ranges_ = decay_ranges(model_->layout());
+  LOOM_CUDA_CHECK(cudaStreamCreate(&stream_));
+  params_ = cu::DeviceBuffer<float>(count_);
+  grads_ = cu::DeviceBuffer<float>(count_);
+  m_ = cu::DeviceBuffer<float>(count_);
+  v_ = cu::DeviceBuffer<float>(count_);
+  params_bf16_ = cu::DeviceBuffer<bf16>(count_);
+  partials_ = cu::DeviceBuffer<double>(cu::kGradNormBlocks);
+  norm_ = cu::DeviceBuffer<double>(1);
+  coef_ = cu::DeviceBuffer<float>(1);
+  LOOM_CUDA_CHECK(cudaMemset(m_.get(), 0, count_ * 4));
+  LOOM_CUDA_CHECK(cudaMemset(v_.get(), 0, count_ * 4));
+}
+
+CudaTrainer::CudaTrainer(std::unique_ptr<CudaTransformer> model, const OptimizerConfig& optimizer,
+                         const std::vector<float>& params)
+    : model_(std::move(model)), cfg_(optimizer) {
+  if (static_cast<int64_t>(params.size()) != model_->layout().total()) {
+    throw std::invalid_argument("CudaTrainer: " + std::to_string(params.size()) +
+                                " initial parameters for a model of " +
+                                std::to_string(model_->layout().total()));
+  }
+  allocate();
+  LOOM_CUDA_CHECK(cudaMemcpy(params_.get(), params.data(), count_ * 4, cudaMemcpyHostToDevice));
+  cu::convert_to_bf16(count_, params_.get(), params_bf16_.get(), stream_);
+  LOOM_CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
+
+CudaTrainer::CudaTrainer(std::unique_ptr<CudaTransformer> model, const OptimizerConfig& optimizer,
+                         uint64_t seed, double init_std)
+    : model_(std::move(model)), cfg_(optimizer) {
+  allocate();
+  const int64_t layers = static_cast<int64_t>(model_->layout().blocks.size());
+  const double residual_std = init_std / std::sqrt(2.0 * std::max<int64_t>(1, layers));
+  for (const ParamInfo& p : model_->layout().params()) {
+    float* w = params_.get() + p.offset;
+    switch (p.init) {
+      case InitKind::kNormal:
+        cu::fill_normal(p.size, seed, p.offset, static_cast<float>(init_std), w, stream_);
+        break;
+      case InitKind::kNormalResidual:
+        cu::fill_normal(p.size, seed, p.offset, static_cast<float>(residual_std), w, stream_);
+        break;
+      case InitKind::kOnes: cu::fill_value(p.size, 1.f, w, stream_); break;
+      case InitKind::kZeros: cu::fill_value(p.size, 0.f, w, stream_); break;
+    }
+  }
+  cu::convert_to_bf16(count_, params_.get(), params_bf16_.get(), stream_);
+  LOOM_CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
+
+CudaTrainer::~CudaTrainer() {
+  if (stream_ != nullptr) cudaStreamDestroy(stream_);
+}
+
+CudaTrainer::Step CudaTrainer::train_step(const std::vector<std::vector<int32_t>>& micro_batches,
+                                          int64_t mbs, int64_t seq, double lr) {
+  LOOM_CUDA_CHECK(cudaMemsetAsync(grads_.get(), 0, count_ * 4, stream_));
+  const double tokens = static_cast<double>(micro_batches.size()) * mbs * seq;
+  const float scale = static_cast<float>(1.0 / tokens);  // mean over the global batch
+  double loss_sum = 0.0;
+  for (const auto& mb : micro_batches) {
+    loss_sum += model_->forward_backward(params_.get(), params_bf16_.get(), grads_.get(), mb.data(),
+                                         mbs, seq, scale, stream_);
+  }
+  cu::grad_norm(grads_.get(), count_, partials_.get(), norm_.get(), stream_);
+  cu::clip_coefficient(norm_.get(), cfg_.clip_grad, coef_.get(), stream_);
+  ++updates_;
+  kernels::AdamWStep st = adamw_step(cfg_, lr, updates_);
+  for (const DecayRange& r : ranges_) {
+    st.weight_decay = r.decay ? static_cast<float>(cfg_.weight_decay) : 0.f;
+    cu::adamw_update(r.end - r.begin, params_.get() + r.begin, m_.get() + r.begin,
+                     v_.get() + r.begin, grads_.get() + r.begin, coef_.get(), st,
+                     params_bf16_.get() + r.begin, stream_);
+  }
+  Step out;
+  LOOM_CUDA_CHECK(cudaMemcpyAsync(&out.grad_norm, norm_.get(), sizeof(double),
+                                  cudaMemcpyDeviceToHost, stream_));
+  LOOM_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  out.loss = loss_sum / tokens;
+  out.phases = model_->take_phase_times();
+  return out;
+}
+
+double CudaTrainer::eval_loss(const std::vector<int32_t>& tokens, int64_t rows, int64_t seq) {
+  return model_->forward_loss(params_.get(), params_bf16_.get(), tokens.data(), rows, seq, stream_) /
+         static_cast<double>(rows * seq);
+}
+
+namespace {
+std::vector<float> fetch(const cu::DeviceBuffer<float>& d) {
+  std::vector<float> h(d.size());
+  LOOM_CUDA_CHECK(cudaDeviceSynchronize());
+  LOOM_CUDA_CHECK(cudaMemcpy(h.data(), d.get(), h.size() * 4, cudaMemcpyDeviceToHost));
+  return h;
+}
+}  // namespace
+
+void CudaTrainer::restore(const std::vector<float>& params, const std::vector<float>& exp_avg,
+                          const std::vector<float>& exp_avg_sq, int64_t updates) {
+  for (const auto* v : {&params, &exp_avg, &exp_avg_sq}) {
+    if (static_cast<int64_t>(v->size()) != count_)
+      throw std::invalid_argument("CudaTrainer::restore: " + std::to_string(v->size()) +
+                                  " values for a model of " + std::to_string(count_));
+  }
+  LOOM_CUDA_CHECK(cudaMemcpy(params_.get(), params.data(), count_ * 4, cudaMemcpyHostToDevice));
+  LOOM_CUDA_CHECK(cudaMemcpy(m_.get(), exp_avg.data(), count_ * 4, cudaMemcpyHostToDevice));
+  LOOM_CUDA_CHECK(cudaMemcpy(v_.get(), exp_avg_sq.data(), count_ * 4, cudaMemcpyHostToDevice));
+  cu::convert_to_bf16(count_, params_.get(), params_bf16_.get(), stream_);
+  LOOM_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  updates_ = updates;
+}
+
+std::vector<float> CudaTrainer::params() const { return fetch(params_); }
+std::vector<float> CudaTrainer::exp_avg() const { return fetch(m_); }
+std::vector<float> CudaTrainer::exp_avg_sq() const { return fetch(v_); }
+
+}  // namespace loom::train
