@@ -93,7 +93,8 @@ CudaTransformer::PhaseTimes CudaTransformer::take_phase_times() {
 }
 
 core::Result<std::unique_ptr<CudaTransformer>> CudaTransformer::create(const core::ModelSpec& spec,
-                                                                       core::Recompute recompute) {
+                                                                       core::Recompute recompute,
+                                                                       Attention attention) {
   if (recompute != core::Recompute::kNone) {
     return core::error(core::ErrorCode::kInvalidArgument,
                        "--recompute {}: the CUDA trainer keeps every activation today (allowed: "
@@ -106,10 +107,11 @@ core::Result<std::unique_ptr<CudaTransformer>> CudaTransformer::create(const cor
                        "model '{}': head dimension {} exceeds the CUDA attention's {}", spec.name, d,
                        cu::kAttentionMaxHeadDim);
   }
-  return std::unique_ptr<CudaTransformer>(new CudaTransformer(spec));
+  return std::unique_ptr<CudaTransformer>(new CudaTransformer(spec, attention));
 }
 
-CudaTransformer::CudaTransformer(const core::ModelSpec& spec) : spec_(spec), layout_(spec) {
+CudaTransformer::CudaTransformer(const core::ModelSpec& spec, Attention attention)
+    : spec_(spec), layout_(spec), attention_(attention) {
   h_ = spec.hidden_size;
   heads_ = spec.num_heads;
   kv_heads_ = spec.num_kv_heads > 0 ? spec.num_kv_heads : spec.num_heads;
@@ -192,6 +194,9 @@ void CudaTransformer::prepare(int64_t b, int64_t s) {
                                cu::bias_bwd_workspace_bytes(n_, widest),
                                cu::bias_bwd_workspace_bytes(b_, s_ * h_),
                                cu::attention_bwd_workspace_bytes(b_, s_, heads_),
+                               attention_ == Attention::kGemm
+                                   ? cu::attention_gemm_workspace_bytes(b_, s_, heads_, kv_heads_)
+                                   : std::size_t{0},
                                cu::embedding_bwd_workspace_bytes(n_)});
   scratch_mem_ = cu::DeviceBytes(workspace_bytes_);
   workspace_ = scratch_mem_.get();
@@ -283,7 +288,12 @@ void CudaTransformer::forward(const float* p, const bf16* pb, cudaStream_t st) {
     }
     const float* slopes = spec_.position == core::PositionKind::kAlibi ? alibi_ : nullptr;
     timer_.start(kAttentionPhase, st);
-    cu::attention_fwd(b_, s_, heads_, kv_heads_, head_dim_, k.q, k.k, k.v, slopes, k.o, k.lse, st);
+    if (attention_ == Attention::kGemm) {
+      cu::attention_fwd_gemm(gemm_, b_, s_, heads_, kv_heads_, head_dim_, k.q, k.k, k.v, slopes,
+                             k.o, k.lse, workspace_, st);
+    } else {
+      cu::attention_fwd(b_, s_, heads_, kv_heads_, head_dim_, k.q, k.k, k.v, slopes, k.o, k.lse, st);
+    }
     timer_.stop(kAttentionPhase, st);
     // The attention output projection goes to mlp_out_ (free again: its sum is in k.r).
     linear_fwd(k.o, p, pb, o.wo, o.bo, h_, q_dim_, mlp_out_, st);
@@ -353,8 +363,13 @@ void CudaTransformer::backward(const float* p, const bf16* pb, float* gr, cudaSt
     norm_bwd(dxn_, k.x_mid, o.mlp_norm_w, o.mlp_norm_b, p, gr, k.mean2, k.rstd2, dr_, dr_, st);
     linear_bwd(dr_, k.o, pb, gr, o.wo, o.bo, h_, q_dim_, dattn_, false, st);
     timer_.start(kAttentionPhase, st);
-    cu::attention_bwd(b_, s_, heads_, kv_heads_, head_dim_, k.q, k.k, k.v, slopes, k.o, k.lse,
-                      dattn_, dq_, dk_, dv_, workspace_, st);
+    if (attention_ == Attention::kGemm) {
+      cu::attention_bwd_gemm(gemm_, b_, s_, heads_, kv_heads_, head_dim_, k.q, k.k, k.v, slopes,
+                             k.o, k.lse, dattn_, dq_, dk_, dv_, workspace_, st);
+    } else {
+      cu::attention_bwd(b_, s_, heads_, kv_heads_, head_dim_, k.q, k.k, k.v, slopes, k.o, k.lse,
+                        dattn_, dq_, dk_, dv_, workspace_, st);
+    }
     timer_.stop(kAttentionPhase, st);
     if (rot_dim_ > 0) {
       cu::rope_bwd(b_, s_, heads_, head_dim_, rot_dim_, rope_cos_, rope_sin_, dq_, st);

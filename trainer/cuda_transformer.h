@@ -34,8 +34,12 @@ namespace loom::train {
 
 class CudaTransformer {
  public:
-  static core::Result<std::unique_ptr<CudaTransformer>> create(const core::ModelSpec& spec,
-                                                               core::Recompute recompute);
+  // Attention kernels (kernels/cuda/attention.h): batched cuBLASLt GEMMs on tensor cores with
+  // the scores materialised per sequence (default), or the flash kernel on CUDA cores (the
+  // reference: no T x T buffer, about 20x slower on a 1.3B model at seq 2048).
+  enum class Attention { kGemm, kFlash };
+  static core::Result<std::unique_ptr<CudaTransformer>> create(
+      const core::ModelSpec& spec, core::Recompute recompute, Attention attention = Attention::kGemm);
 
   const ParamLayout& layout() const { return layout_; }
 
@@ -62,7 +66,7 @@ class CudaTransformer {
   PhaseTimes take_phase_times();
 
  private:
-  CudaTransformer(const core::ModelSpec& spec);
+  CudaTransformer(const core::ModelSpec& spec, Attention attention);
   struct Block {  // activations of one block; N = b * s rows (bf16 unless said)
     __nv_bfloat16 *r, *xn1, *q, *k, *v, *o, *x_mid, *xn2, *g, *u, *act;
     float *mean1, *rstd1, *mean2, *rstd2, *lse;  // fp32
@@ -104,6 +108,7 @@ class CudaTransformer {
 
   core::ModelSpec spec_;
   ParamLayout layout_;
+  Attention attention_;
   int64_t h_, q_dim_, kv_dim_, ffn_, heads_, kv_heads_, head_dim_, vp_, rot_dim_ = 0;
   int64_t b_ = 0, s_ = 0, n_ = 0, chunk_rows_ = 0;
   kernels::cuda::Gemm gemm_;

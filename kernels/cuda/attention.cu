@@ -17,6 +17,7 @@
 #include "kernels/cpu/numerics.h"
 #include "kernels/cuda/bf16_bits.cuh"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/gemm.h"
 
 namespace loom::kernels::cuda {
 
@@ -363,6 +364,192 @@ void attention_bwd(int64_t b, int64_t t, int64_t hq, int64_t hkv, int64_t d,
     launch(attention_dkv_kernel<C>, grid_kv, smem_kv, stream, t, hq, hkv, di, scale, q, k, v,
            alibi_slopes, lse_bht, static_cast<const float*>(delta), dout, dk, dv);
   });
+}
+
+// ---- the tensor-core (GEMM) path -----------------------------------------------------------------
+
+namespace {
+
+constexpr int kRowThreads = 256;
+
+__device__ inline float block_reduce(float x, bool is_max, float* shared) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  x = is_max ? warp_max(x) : warp_sum(x);
+  if (lane == 0) shared[warp] = x;
+  __syncthreads();
+  if (warp == 0) {
+    float y = lane < static_cast<int>(blockDim.x / 32) ? shared[lane]
+                                                       : (is_max ? negative_infinity<float>() : 0.f);
+    y = is_max ? warp_max(y) : warp_sum(y);
+    if (lane == 0) shared[0] = y;
+  }
+  __syncthreads();
+  const float r = shared[0];
+  __syncthreads();
+  return r;
+}
+
+// One block per score row (kv head g of this call, query i): s_j = S_ij / sqrt(D) - slope (i - j)
+// for j <= i; lse_i = log sum_j exp(s_j); P_ij = exp(s_j - lse_i) (0 above the diagonal).
+// Query head h = g * group + r; lse is stored [B, Hq, T].
+__global__ void __launch_bounds__(kRowThreads)
+    softmax_rows_kernel(int64_t t, int64_t hq, int64_t group, int64_t r, int64_t bi, float scale,
+                        const float* __restrict__ slopes, const float* __restrict__ s,
+                        __nv_bfloat16* __restrict__ p, float* __restrict__ lse) {
+  __shared__ float red[32];
+  const int64_t row = blockIdx.x;  // g * t + i
+  const int64_t g = row / t, i = row % t, h = g * group + r;
+  const float slope = slopes != nullptr ? slopes[h] : 0.0f;
+  const float* srow = s + row * t;
+  float mx = negative_infinity<float>();
+  for (int64_t j = threadIdx.x; j <= i; j += blockDim.x)
+    mx = fmaxf(mx, srow[j] * scale - slope * float(i - j));
+  mx = block_reduce(mx, true, red);
+  float sum = 0.0f;
+  for (int64_t j = threadIdx.x; j <= i; j += blockDim.x)
+    sum += expf(srow[j] * scale - slope * float(i - j) - mx);
+  sum = block_reduce(sum, false, red);
+  const float l = mx + logf(sum);
+  __nv_bfloat16* prow = p + row * t;
+  for (int64_t j = threadIdx.x; j < t; j += blockDim.x)
+    prow[j] = make_bf16(j <= i ? expf(srow[j] * scale - slope * float(i - j) - l) : 0.0f);
+  if (threadIdx.x == 0) lse[(bi * hq + h) * t + i] = l;
+}
+
+// One block per score row (kv head g, query i), as softmax_rows_kernel: P = exp(s - lse_i)
+// (recomputed in fp32 from S), dS = P (dP - delta_i); both rounded to bf16 for the GEMMs that
+// follow; 0 above the diagonal.
+__global__ void __launch_bounds__(kRowThreads)
+    attention_grad_rows_kernel(int64_t t, int64_t hq, int64_t group, int64_t r, int64_t bi,
+                               float scale, const float* __restrict__ slopes,
+                               const float* __restrict__ s, const float* __restrict__ dp,
+                               const float* __restrict__ lse, const float* __restrict__ delta,
+                               __nv_bfloat16* __restrict__ p, __nv_bfloat16* __restrict__ ds) {
+  const int64_t row = blockIdx.x;  // g * t + i
+  const int64_t g = row / t, i = row % t, h = g * group + r;
+  const float slope = slopes != nullptr ? slopes[h] : 0.0f;
+  const int64_t at = (bi * hq + h) * t + i;
+  const float l = lse[at], dl = delta[at];
+  const float* srow = s + row * t;
+  const float* dprow = dp + row * t;
+  __nv_bfloat16* prow = p + row * t;
+  __nv_bfloat16* dsrow = ds + row * t;
+  for (int64_t j = threadIdx.x; j < t; j += blockDim.x) {
+    float pv = 0.0f, dsv = 0.0f;
+    if (j <= i) {
+      pv = expf(srow[j] * scale - slope * float(i - j) - l);
+      dsv = pv * (dprow[j] - dl);
+    }
+    prow[j] = make_bf16(pv);
+    dsrow[j] = make_bf16(dsv);
+  }
+}
+
+struct GemmScratch {
+  float* s;
+  float* dp;
+  __nv_bfloat16* p;
+  __nv_bfloat16* ds;
+  float* delta;
+};
+
+std::size_t align256(std::size_t bytes) { return (bytes + 255) / 256 * 256; }
+
+GemmScratch carve(void* workspace, int64_t b, int64_t t, int64_t hq, int64_t hkv) {
+  char* base = static_cast<char*>(workspace);
+  const std::size_t scores = static_cast<std::size_t>(hkv * t * t);
+  GemmScratch w;
+  w.s = reinterpret_cast<float*>(base);
+  base += align256(scores * 4);
+  w.dp = reinterpret_cast<float*>(base);
+  base += align256(scores * 4);
+  w.p = reinterpret_cast<__nv_bfloat16*>(base);
+  base += align256(scores * 2);
+  w.ds = reinterpret_cast<__nv_bfloat16*>(base);
+  base += align256(scores * 2);
+  w.delta = reinterpret_cast<float*>(base);
+  (void)b;
+  (void)hq;
+  return w;
+}
+
+}  // namespace
+
+std::size_t attention_gemm_workspace_bytes(int64_t b, int64_t t, int64_t hq, int64_t hkv) {
+  const std::size_t scores = static_cast<std::size_t>(hkv * t * t);
+  return 2 * align256(scores * 4) + 2 * align256(scores * 2) +
+         align256(static_cast<std::size_t>(b * hq * t) * 4);
+}
+
+void attention_fwd_gemm(Gemm& gemm, int64_t b, int64_t t, int64_t hq, int64_t hkv, int64_t d,
+                        const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv_bfloat16* v,
+                        const float* alibi_slopes, __nv_bfloat16* out, float* lse_bht,
+                        void* workspace, cudaStream_t stream) {
+  check_shape(b, t, hq, hkv, d);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+  const int64_t group = hq / hkv;
+  const GemmScratch w = carve(workspace, b, t, hq, hkv);
+  for (int64_t bi = 0; bi < b; ++bi) {
+    for (int64_t r = 0; r < group; ++r) {
+      // Query heads r, r + group, ... against kv heads 0, 1, ...: one batch over kv heads.
+      const __nv_bfloat16* qb = q + (bi * t * hq + r) * d;
+      const __nv_bfloat16* kb = k + bi * t * hkv * d;
+      const __nv_bfloat16* vb = v + bi * t * hkv * d;
+      gemm.run_batched(GemmOp::kNT, t, t, d, hkv, qb, hq * d, group * d, kb, hkv * d, d, w.s,
+                       CUDA_R_32F, t, t * t, 1.0f, 0.0f, stream);
+      softmax_rows_kernel<<<static_cast<unsigned>(hkv * t), kRowThreads, 0, stream>>>(
+          t, hq, group, r, bi, scale, alibi_slopes, w.s, w.p, lse_bht);
+      LOOM_CUDA_CHECK_LAUNCH();
+      gemm.run_batched(GemmOp::kNN, t, d, t, hkv, w.p, t, t * t, vb, hkv * d, d,
+                       out + (bi * t * hq + r) * d, CUDA_R_16BF, hq * d, group * d, 1.0f, 0.0f,
+                       stream);
+    }
+  }
+}
+
+void attention_bwd_gemm(Gemm& gemm, int64_t b, int64_t t, int64_t hq, int64_t hkv, int64_t d,
+                        const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv_bfloat16* v,
+                        const float* alibi_slopes, const __nv_bfloat16* out, const float* lse_bht,
+                        const __nv_bfloat16* dout, __nv_bfloat16* dq, __nv_bfloat16* dk,
+                        __nv_bfloat16* dv, void* workspace, cudaStream_t stream) {
+  check_shape(b, t, hq, hkv, d);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+  const int64_t group = hq / hkv;
+  const GemmScratch w = carve(workspace, b, t, hq, hkv);
+  const int64_t rows = b * t * hq;
+  constexpr int kDeltaWarps = 8;
+  attention_delta_kernel<<<static_cast<unsigned>((rows + kDeltaWarps - 1) / kDeltaWarps),
+                           kDeltaWarps * 32, 0, stream>>>(rows, t, hq, static_cast<int>(d), out,
+                                                         dout, w.delta);
+  LOOM_CUDA_CHECK_LAUNCH();
+  for (int64_t bi = 0; bi < b; ++bi) {
+    const __nv_bfloat16* kb = k + bi * t * hkv * d;
+    const __nv_bfloat16* vb = v + bi * t * hkv * d;
+    __nv_bfloat16* dkb = dk + bi * t * hkv * d;
+    __nv_bfloat16* dvb = dv + bi * t * hkv * d;
+    for (int64_t r = 0; r < group; ++r) {
+      const __nv_bfloat16* qb = q + (bi * t * hq + r) * d;
+      const __nv_bfloat16* dob = dout + (bi * t * hq + r) * d;
+      const float beta = r == 0 ? 0.0f : 1.0f;  // dk, dv sum the group's query heads
+      gemm.run_batched(GemmOp::kNT, t, t, d, hkv, qb, hq * d, group * d, kb, hkv * d, d, w.s,
+                       CUDA_R_32F, t, t * t, 1.0f, 0.0f, stream);
+      gemm.run_batched(GemmOp::kNT, t, t, d, hkv, dob, hq * d, group * d, vb, hkv * d, d, w.dp,
+                       CUDA_R_32F, t, t * t, 1.0f, 0.0f, stream);
+      attention_grad_rows_kernel<<<static_cast<unsigned>(hkv * t), kRowThreads, 0, stream>>>(
+          t, hq, group, r, bi, scale, alibi_slopes, w.s, w.dp, lse_bht, w.delta, w.p, w.ds);
+      LOOM_CUDA_CHECK_LAUNCH();
+      // dv[j] (+)= sum_i P_ij dout_i: P^T [Tk, Tq] dout [Tq, D].
+      gemm.run_batched(GemmOp::kTN, t, d, t, hkv, w.p, t, t * t, dob, hq * d, group * d, dvb,
+                       CUDA_R_16BF, hkv * d, d, 1.0f, beta, stream);
+      // dq_i = sum_j dS_ij k_j / sqrt(D).
+      gemm.run_batched(GemmOp::kNN, t, d, t, hkv, w.ds, t, t * t, kb, hkv * d, d,
+                       dq + (bi * t * hq + r) * d, CUDA_R_16BF, hq * d, group * d, scale, 0.0f,
+                       stream);
+      // dk_j (+)= sum_i dS_ij q_i / sqrt(D).
+      gemm.run_batched(GemmOp::kTN, t, d, t, hkv, w.ds, t, t * t, qb, hq * d, group * d, dkb,
+                       CUDA_R_16BF, hkv * d, d, scale, beta, stream);
+    }
+  }
 }
 
 }  // namespace loom::kernels::cuda

@@ -42,4 +42,30 @@ void attention_bwd(int64_t b, int64_t t, int64_t hq, int64_t hkv, int64_t d,
                    const __nv_bfloat16* dout, __nv_bfloat16* dq, __nv_bfloat16* dk,
                    __nv_bfloat16* dv, void* workspace, cudaStream_t stream);
 
+// ---- the tensor-core path: attention through batched cuBLASLt GEMMs ---------------------------
+// The same attention (same shapes, conventions, outputs) with the score matrix materialised one
+// sequence at a time, as Megatron-LM computed it before fused kernels: S = q k^T (fp32 out),
+// a row softmax with the causal mask, scale and ALiBi writing P (bf16) and the log-sum-exp, then
+// out = P v; the backward recomputes S and P from the log-sum-exp, dP = dout v^T, dS =
+// P (dP - delta) (bf16), dv = P^T dout, dq = dS k / sqrt(D), dk = dS^T q / sqrt(D). GEMMs run on
+// tensor cores; the masked half of S is computed and discarded. P and dS are rounded to bf16
+// before their GEMMs (as FlashAttention rounds P), and dk, dv of a GQA group accumulate over its
+// query heads in bf16. Deterministic.
+class Gemm;
+
+// Scratch bytes for attention_{fwd,bwd}_gemm: one sequence's fp32 S and dP and bf16 P and dS
+// for every kv head, plus the backward's delta for the whole batch.
+std::size_t attention_gemm_workspace_bytes(int64_t b, int64_t t, int64_t hq, int64_t hkv);
+
+void attention_fwd_gemm(Gemm& gemm, int64_t b, int64_t t, int64_t hq, int64_t hkv, int64_t d,
+                        const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv_bfloat16* v,
+                        const float* alibi_slopes, __nv_bfloat16* out, float* lse_bht,
+                        void* workspace, cudaStream_t stream);
+
+void attention_bwd_gemm(Gemm& gemm, int64_t b, int64_t t, int64_t hq, int64_t hkv, int64_t d,
+                        const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv_bfloat16* v,
+                        const float* alibi_slopes, const __nv_bfloat16* out, const float* lse_bht,
+                        const __nv_bfloat16* dout, __nv_bfloat16* dq, __nv_bfloat16* dk,
+                        __nv_bfloat16* dv, void* workspace, cudaStream_t stream);
+
 }  // namespace loom::kernels::cuda

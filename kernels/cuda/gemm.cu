@@ -65,17 +65,15 @@ Gemm::~Gemm() {
   if (handle_ != nullptr) cublasLtDestroy(handle_);
 }
 
-const cublasLtMatmulAlgo_t& Gemm::algorithm(const Key& key, cublasLtMatmulDesc_t desc,
-                                            cublasLtMatrixLayout_t a, cublasLtMatrixLayout_t b,
-                                            cublasLtMatrixLayout_t c) {
-  if (auto it = algos_.find(key); it != algos_.end()) return it->second;
+cublasLtMatmulAlgo_t Gemm::choose(cublasLtMatmulDesc_t desc, cublasLtMatrixLayout_t a,
+                                  cublasLtMatrixLayout_t b, cublasLtMatrixLayout_t c, int align_a,
+                                  int align_b, int align_c, const std::string& what) {
   cublasLtMatmulPreference_t pref = nullptr;
   LOOM_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
   const uint64_t workspace = kWorkspaceBytes;
-  // cuBLASLt's operand "A" is our B and its "B" is our A (see the file comment).
-  const uint32_t align_lt_a = static_cast<uint32_t>(std::get<5>(key));
-  const uint32_t align_lt_b = static_cast<uint32_t>(std::get<6>(key));
-  const uint32_t align_c = static_cast<uint32_t>(std::get<7>(key));
+  const uint32_t align_lt_a = static_cast<uint32_t>(align_a);
+  const uint32_t align_lt_b = static_cast<uint32_t>(align_b);
+  const uint32_t align_lt_c = static_cast<uint32_t>(align_c);
   cublasLtMatmulHeuristicResult_t result{};
   int found = 0;
   try {
@@ -86,9 +84,9 @@ const cublasLtMatmulAlgo_t& Gemm::algorithm(const Key& key, cublasLtMatmulDesc_t
     LOOM_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
         pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &align_lt_b, sizeof(align_lt_b)));
     LOOM_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
-        pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &align_c, sizeof(align_c)));
+        pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &align_lt_c, sizeof(align_lt_c)));
     LOOM_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
-        pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &align_c, sizeof(align_c)));
+        pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &align_lt_c, sizeof(align_lt_c)));
     LOOM_CUBLAS_CHECK(
         cublasLtMatmulAlgoGetHeuristic(handle_, desc, a, b, c, c, pref, 1, &result, &found));
   } catch (...) {
@@ -97,14 +95,24 @@ const cublasLtMatmulAlgo_t& Gemm::algorithm(const Key& key, cublasLtMatmulDesc_t
   }
   cublasLtMatmulPreferenceDestroy(pref);
   if (found == 0) {
-    throw CudaError(fmt::format(
-        "{}:{}: cuBLASLt has no algorithm for {} m={} n={} k={} (C {}, alignment A/B/C {}/{}/{} "
-        "bytes)",
-        __FILE__, __LINE__, op_name(static_cast<GemmOp>(std::get<0>(key))), std::get<1>(key),
-        std::get<2>(key), std::get<3>(key), std::get<4>(key) == CUDA_R_32F ? "fp32" : "bf16",
-        align_lt_b, align_lt_a, align_c));
+    throw CudaError(fmt::format("{}:{}: cuBLASLt has no algorithm for {} (alignment A/B/C {}/{}/{} "
+                                "bytes)",
+                                __FILE__, __LINE__, what, align_b, align_a, align_c));
   }
-  return algos_.emplace(key, result.algo).first->second;
+  return result.algo;
+}
+
+const cublasLtMatmulAlgo_t& Gemm::algorithm(const Key& key, cublasLtMatmulDesc_t desc,
+                                            cublasLtMatrixLayout_t a, cublasLtMatrixLayout_t b,
+                                            cublasLtMatrixLayout_t c) {
+  if (auto it = algos_.find(key); it != algos_.end()) return it->second;
+  // cuBLASLt's operand "A" is our B and its "B" is our A (see the file comment).
+  const std::string what = fmt::format(
+      "{} m={} n={} k={} (C {})", op_name(static_cast<GemmOp>(std::get<0>(key))), std::get<1>(key),
+      std::get<2>(key), std::get<3>(key), std::get<4>(key) == CUDA_R_32F ? "fp32" : "bf16");
+  const cublasLtMatmulAlgo_t algo =
+      choose(desc, a, b, c, std::get<5>(key), std::get<6>(key), std::get<7>(key), what);
+  return algos_.emplace(key, algo).first->second;
 }
 
 void Gemm::run(GemmOp op, int64_t m, int64_t n, int64_t k, const __nv_bfloat16* a,
@@ -142,6 +150,52 @@ void Gemm::run(GemmOp op, int64_t m, int64_t n, int64_t k, const __nv_bfloat16* 
   LOOM_CUBLAS_CHECK(cublasLtMatmul(handle_, desc.desc, &alpha, b, lt_a.layout, a, lt_b.layout,
                                    &beta, c, lt_c.layout, c, lt_c.layout, &algo, workspace_.get(),
                                    kWorkspaceBytes, stream));
+}
+
+void Gemm::run_batched(GemmOp op, int64_t m, int64_t n, int64_t k, int64_t batch,
+                       const __nv_bfloat16* a, int64_t lda, int64_t stride_a,
+                       const __nv_bfloat16* b, int64_t ldb, int64_t stride_b, void* c,
+                       cudaDataType_t c_type, int64_t ldc, int64_t stride_c, float alpha,
+                       float beta, cudaStream_t stream) {
+  if (m <= 0 || n <= 0 || k <= 0 || batch <= 0) {
+    throw CudaError(fmt::format("{}:{}: {} batched: sizes must be positive (m={} n={} k={} "
+                                "batch={})",
+                                __FILE__, __LINE__, op_name(op), m, n, k, batch));
+  }
+  // As run(), with the row strides as leading dimensions: a row-major [R, S] matrix with row
+  // stride ld is the column-major [S, R] matrix with leading dimension ld.
+  const bool b_transposed = op == GemmOp::kNT;
+  const bool a_transposed = op == GemmOp::kTN;
+  const MatmulDesc desc(b_transposed ? CUBLAS_OP_T : CUBLAS_OP_N,
+                        a_transposed ? CUBLAS_OP_T : CUBLAS_OP_N);
+  const Layout lt_a(CUDA_R_16BF, b_transposed ? k : n, b_transposed ? n : k, ldb);
+  const Layout lt_b(CUDA_R_16BF, a_transposed ? m : k, a_transposed ? k : m, lda);
+  const Layout lt_c(c_type, n, m, ldc);
+  const int32_t count = static_cast<int32_t>(batch);
+  for (const auto& [layout, stride] : {std::pair{lt_a.layout, stride_b}, std::pair{lt_b.layout, stride_a},
+                                        std::pair{lt_c.layout, stride_c}}) {
+    LOOM_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT,
+                                                       &count, sizeof(count)));
+    LOOM_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(
+        layout, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof(stride)));
+  }
+  const BatchedKey key{static_cast<int64_t>(op), m, n, k, batch, lda, ldb, ldc, stride_a,
+                       stride_b, stride_c, static_cast<int64_t>(c_type),
+                       pointer_alignment_bytes(b), pointer_alignment_bytes(a),
+                       pointer_alignment_bytes(c)};
+  auto it = batched_algos_.find(key);
+  if (it == batched_algos_.end()) {
+    const std::string what = fmt::format("{} batched m={} n={} k={} batch={} lda={} ldb={} ldc={}",
+                                         op_name(op), m, n, k, batch, lda, ldb, ldc);
+    it = batched_algos_
+             .emplace(key, choose(desc.desc, lt_a.layout, lt_b.layout, lt_c.layout,
+                                  static_cast<int>(key[12]), static_cast<int>(key[13]),
+                                  static_cast<int>(key[14]), what))
+             .first;
+  }
+  LOOM_CUBLAS_CHECK(cublasLtMatmul(handle_, desc.desc, &alpha, b, lt_a.layout, a, lt_b.layout,
+                                   &beta, c, lt_c.layout, c, lt_c.layout, &it->second,
+                                   workspace_.get(), kWorkspaceBytes, stream));
 }
 
 #define LOOM_GEMM_OVERLOADS(name, op)                                                              \

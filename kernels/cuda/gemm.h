@@ -24,6 +24,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <string>
+#include <vector>
 #include <tuple>
 
 #include "kernels/cuda/cuda_check.h"
@@ -66,6 +68,15 @@ class Gemm {
   void run(GemmOp op, int64_t m, int64_t n, int64_t k, const __nv_bfloat16* a,
            const __nv_bfloat16* b, void* c, cudaDataType_t c_type, float beta, cudaStream_t stream);
 
+  // `batch` independent row-major products with explicit row strides (lda, ldb, ldc: elements
+  // between consecutive rows) and batch strides (elements between consecutive matrices), and
+  // C = alpha op(A) op(B) + beta C. Operand shapes as in run(); the strides let a batch walk
+  // the heads of a [B, T, H, D] tensor in place (attention).
+  void run_batched(GemmOp op, int64_t m, int64_t n, int64_t k, int64_t batch,
+                   const __nv_bfloat16* a, int64_t lda, int64_t stride_a, const __nv_bfloat16* b,
+                   int64_t ldb, int64_t stride_b, void* c, cudaDataType_t c_type, int64_t ldc,
+                   int64_t stride_c, float alpha, float beta, cudaStream_t stream);
+
   std::size_t workspace_bytes() const { return kWorkspaceBytes; }
   // Number of distinct problems whose algorithm has been chosen (for tests and logging).
   std::size_t cached_algorithms() const { return algos_.size(); }
@@ -73,6 +84,9 @@ class Gemm {
  private:
   // (op, m, n, k, C type, alignment of A, B and C in bytes): everything the heuristic sees.
   using Key = std::tuple<int, int64_t, int64_t, int64_t, int, int, int, int>;
+  cublasLtMatmulAlgo_t choose(cublasLtMatmulDesc_t desc, cublasLtMatrixLayout_t a,
+                              cublasLtMatrixLayout_t b, cublasLtMatrixLayout_t c, int align_a,
+                              int align_b, int align_c, const std::string& what);
   const cublasLtMatmulAlgo_t& algorithm(const Key& key, cublasLtMatmulDesc_t desc,
                                         cublasLtMatrixLayout_t a, cublasLtMatrixLayout_t b,
                                         cublasLtMatrixLayout_t c);
@@ -80,6 +94,9 @@ class Gemm {
   cublasLtHandle_t handle_ = nullptr;
   DeviceBytes workspace_;
   std::map<Key, cublasLtMatmulAlgo_t> algos_;
+  // Batched problems: (op, m, n, k, batch, lda, ldb, ldc, stride a/b/c, C type, alignments).
+  using BatchedKey = std::vector<int64_t>;
+  std::map<BatchedKey, cublasLtMatmulAlgo_t> batched_algos_;
 };
 
 }  // namespace loom::kernels::cuda

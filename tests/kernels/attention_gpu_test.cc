@@ -9,6 +9,11 @@
 // same out and lse, so they differ by the summation order and the final bf16 rounding of dq,
 // dk, dv; the sums cancel, so the absolute part is relative to the tensor's largest element:
 // rtol 8e-3, atol 1e-2 x max|want|.
+//
+// The GEMM path (attention_{fwd,bwd}_gemm) also rounds P to bf16 before P v, an error of at
+// most 2^-9 sum_j p_j |v_j| <= 2^-9 max|v| (~8e-3 for N(0, 1) values): atol 1e-2 on out; and dS
+// and P before the backward GEMMs, with dk and dv of a GQA group summed over its query heads in
+// bf16 (one more bf16 rounding per head): atol 2e-2 x max|want| on the gradients.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -17,6 +22,7 @@
 
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cuda/attention.h"
+#include "kernels/cuda/gemm.h"
 #include "tests/kernels/gpu_test_util.h"
 
 namespace loom::kernels {
@@ -54,9 +60,17 @@ std::vector<float> download_bf16(const cuda::DeviceBuffer<__nv_bfloat16>& d) {
   return from_bf16(bits);
 }
 
-void check(const Shape& s) {
-  SCOPED_TRACE(::testing::Message() << "B=" << s.b << " T=" << s.t << " Hq=" << s.hq
-                                    << " Hkv=" << s.hkv << " D=" << s.d << " alibi=" << s.alibi);
+enum class Path { kFlash, kGemm };
+
+void check(const Shape& s, Path path) {
+  const bool gemm_path = path == Path::kGemm;
+  SCOPED_TRACE(::testing::Message() << (gemm_path ? "gemm" : "flash") << " B=" << s.b
+                                    << " T=" << s.t << " Hq=" << s.hq << " Hkv=" << s.hkv
+                                    << " D=" << s.d << " alibi=" << s.alibi);
+  cuda::Gemm gemm;
+  cuda::DeviceBytes gemm_ws(gemm_path ? cuda::attention_gemm_workspace_bytes(s.b, s.t, s.hq, s.hkv)
+                                      : 0);
+  const double out_atol = gemm_path ? 1e-2 : 2e-3, grad_atol = gemm_path ? 2e-2 : 1e-2;
   const int64_t nq = s.b * s.t * s.hq * s.d, nkv = s.b * s.t * s.hkv * s.d;
   const std::vector<float> q = random_bf16_values(nq, 1), k = random_bf16_values(nkv, 2),
                            v = random_bf16_values(nkv, 3), dout = random_bf16_values(nq, 4);
@@ -72,10 +86,16 @@ void check(const Shape& s) {
   auto dslopes = upload(slopes);
   cuda::DeviceBuffer<__nv_bfloat16> dout_gpu(nq);
   cuda::DeviceBuffer<float> dlse(lse_cpu.size());
-  cuda::attention_fwd(s.b, s.t, s.hq, s.hkv, s.d, dq_.get(), dk_.get(), dv_.get(),
-                      s.alibi ? dslopes.get() : nullptr, dout_gpu.get(), dlse.get(), nullptr);
+  if (gemm_path) {
+    cuda::attention_fwd_gemm(gemm, s.b, s.t, s.hq, s.hkv, s.d, dq_.get(), dk_.get(), dv_.get(),
+                             s.alibi ? dslopes.get() : nullptr, dout_gpu.get(), dlse.get(),
+                             gemm_ws.get(), nullptr);
+  } else {
+    cuda::attention_fwd(s.b, s.t, s.hq, s.hkv, s.d, dq_.get(), dk_.get(), dv_.get(),
+                        s.alibi ? dslopes.get() : nullptr, dout_gpu.get(), dlse.get(), nullptr);
+  }
   const std::vector<float> out_gpu = download_bf16(dout_gpu);
-  EXPECT_TRUE(all_close(out_gpu, out_cpu, 8e-3, 2e-3)) << "out";
+  EXPECT_TRUE(all_close(out_gpu, out_cpu, 8e-3, out_atol)) << "out";
   EXPECT_TRUE(all_close(download(dlse), lse_cpu, 0, 1e-4)) << "lse";
 
   // Backward from the same out (the GPU's, bf16) and lse (the CPU's) on both sides.
@@ -86,18 +106,26 @@ void check(const Shape& s) {
   auto lse_in = upload(lse_cpu);
   cuda::DeviceBuffer<__nv_bfloat16> gdq(nq), gdk(nkv), gdv(nkv);
   cuda::DeviceBytes ws(cuda::attention_bwd_workspace_bytes(s.b, s.t, s.hq));
-  cuda::attention_bwd(s.b, s.t, s.hq, s.hkv, s.d, dq_.get(), dk_.get(), dv_.get(),
-                      s.alibi ? dslopes.get() : nullptr, dout_gpu.get(), lse_in.get(),
-                      ddout.get(), gdq.get(), gdk.get(), gdv.get(), ws.get(), nullptr);
-  EXPECT_TRUE(all_close(download_bf16(gdq), dq_cpu, 8e-3, 1e-2 * max_abs(dq_cpu))) << "dq";
-  EXPECT_TRUE(all_close(download_bf16(gdk), dk_cpu, 8e-3, 1e-2 * max_abs(dk_cpu))) << "dk";
-  EXPECT_TRUE(all_close(download_bf16(gdv), dv_cpu, 8e-3, 1e-2 * max_abs(dv_cpu))) << "dv";
+  auto backward = [&] {
+    if (gemm_path) {
+      cuda::attention_bwd_gemm(gemm, s.b, s.t, s.hq, s.hkv, s.d, dq_.get(), dk_.get(), dv_.get(),
+                               s.alibi ? dslopes.get() : nullptr, dout_gpu.get(), lse_in.get(),
+                               ddout.get(), gdq.get(), gdk.get(), gdv.get(), gemm_ws.get(),
+                               nullptr);
+    } else {
+      cuda::attention_bwd(s.b, s.t, s.hq, s.hkv, s.d, dq_.get(), dk_.get(), dv_.get(),
+                          s.alibi ? dslopes.get() : nullptr, dout_gpu.get(), lse_in.get(),
+                          ddout.get(), gdq.get(), gdk.get(), gdv.get(), ws.get(), nullptr);
+    }
+  };
+  backward();
+  EXPECT_TRUE(all_close(download_bf16(gdq), dq_cpu, 8e-3, grad_atol * max_abs(dq_cpu))) << "dq";
+  EXPECT_TRUE(all_close(download_bf16(gdk), dk_cpu, 8e-3, grad_atol * max_abs(dk_cpu))) << "dk";
+  EXPECT_TRUE(all_close(download_bf16(gdv), dv_cpu, 8e-3, grad_atol * max_abs(dv_cpu))) << "dv";
 
   // Deterministic: a second backward gives the same bits.
   const std::vector<float> dk_first = download_bf16(gdk);
-  cuda::attention_bwd(s.b, s.t, s.hq, s.hkv, s.d, dq_.get(), dk_.get(), dv_.get(),
-                      s.alibi ? dslopes.get() : nullptr, dout_gpu.get(), lse_in.get(),
-                      ddout.get(), gdq.get(), gdk.get(), gdv.get(), ws.get(), nullptr);
+  backward();
   EXPECT_EQ(download_bf16(gdk), dk_first);
 }
 
@@ -106,7 +134,15 @@ TEST(AttentionGpu, MatchesCpuForwardAndBackward) {
   for (const Shape& s : {Shape{2, 77, 4, 2, 16, false}, Shape{1, 300, 8, 8, 64, true},
                          Shape{1, 130, 4, 1, 128, false}, Shape{2, 64, 2, 2, 96, true},
                          Shape{1, 40, 2, 1, 256, false}}) {
-    check(s);
+    check(s, Path::kFlash);
+  }
+}
+
+TEST(AttentionGpu, GemmPathMatchesCpuForwardAndBackward) {
+  LOOM_REQUIRE_GPU();
+  for (const Shape& s : {Shape{2, 77, 4, 2, 16, false}, Shape{1, 300, 8, 8, 64, true},
+                         Shape{2, 130, 4, 1, 128, false}, Shape{2, 64, 2, 2, 96, true}}) {
+    check(s, Path::kGemm);
   }
 }
 

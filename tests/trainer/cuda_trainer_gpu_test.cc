@@ -3,7 +3,7 @@
 // trained 50 steps from the same fp32 weights on the same batches, with the CPU trainer's
 // iteration (trainer.cc: mean over the global batch, global-norm clipping, AdamW without decay
 // on norms and biases). The GPU runs bf16 activations and GEMM inputs, the CPU fp32 throughout;
-// the bound: every step's loss within 1e-2 relative. And the GPU iteration is
+// the bound: every step's loss within 1e-2 relative. Both attention paths (GEMM, flash). And the GPU iteration is
 // deterministic: 30 straight steps equal 20 steps, a restore from their state and 10 more,
 // bit for bit (what a resume from a checkpoint does).
 #include <gtest/gtest.h>
@@ -73,15 +73,18 @@ OptimizerConfig optimizer() {
 
 TEST(CudaTrainer, FiftyStepsTrackTheCpuTrainer) {
   LOOM_REQUIRE_GPU();
+  using Attention = CudaTransformer::Attention;
+  for (const Attention attention : {Attention::kGemm, Attention::kFlash})
   for (const char* name : {"tiny-llama", "tiny-qwen", "tiny-bloom", "tiny-gpt"}) {
-    SCOPED_TRACE(name);
+    const char* path = attention == Attention::kGemm ? "gemm attention" : "flash attention";
+    SCOPED_TRACE(::testing::Message() << name << ", " << path);
     const core::ModelSpec spec = core::load_model(name).value();
     const OptimizerConfig cfg = optimizer();
     Transformer<float> cpu(spec, core::Recompute::kNone);
     AdamW cpu_opt(cpu.layout(), cfg);
     std::vector<float> params = init_params(cpu.layout(), spec.num_layers, 42);
     std::vector<float> grads(params.size());
-    auto model = CudaTransformer::create(spec, core::Recompute::kNone);
+    auto model = CudaTransformer::create(spec, core::Recompute::kNone, attention);
     ASSERT_TRUE(model.ok()) << model.status().message();
     CudaTrainer gpu(std::move(model).value(), cfg, params);
 
@@ -109,8 +112,8 @@ TEST(CudaTrainer, FiftyStepsTrackTheCpuTrainer) {
       EXPECT_LT(rel, 1e-2) << "step " << step << ": gpu " << g.loss << " cpu " << cpu_loss;
       EXPECT_NEAR(g.grad_norm, gnorm, 0.1 * gnorm) << "step " << step;
     }
-    std::printf("[ %s ] loss %.4f -> %.4f over 50 steps; worst |gpu - cpu| / cpu = %.2e\n", name,
-                first, last, worst);
+    std::printf("[ %s, %s ] loss %.4f -> %.4f over 50 steps; worst |gpu - cpu| / cpu = %.2e\n",
+                name, path, first, last, worst);
     EXPECT_LT(last, first) << "the model should learn from the affine stream";
   }
 }
