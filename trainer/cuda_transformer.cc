@@ -72,7 +72,7 @@ void CudaTransformer::PhaseTimer::start(int phase, cudaStream_t st) {
   LOOM_CUDA_CHECK(cudaEventRecord(pairs_[used_].start, st));
 }
 
-void CudaTransformer::PhaseTimer::stop(int, cudaStream_t st) {
+void CudaTransformer::PhaseTimer::stop(cudaStream_t st) {
   LOOM_CUDA_CHECK(cudaEventRecord(pairs_[used_].stop, st));
   ++used_;
 }
@@ -294,7 +294,7 @@ void CudaTransformer::forward(const float* p, const bf16* pb, cudaStream_t st) {
     } else {
       cu::attention_fwd(b_, s_, heads_, kv_heads_, head_dim_, k.q, k.k, k.v, slopes, k.o, k.lse, st);
     }
-    timer_.stop(kAttentionPhase, st);
+    timer_.stop(st);
     // The attention output projection goes to mlp_out_ (free again: its sum is in k.r).
     linear_fwd(k.o, p, pb, o.wo, o.bo, h_, q_dim_, mlp_out_, st);
     norm_fwd(mlp_out_, k.r, o.mlp_norm_w, o.mlp_norm_b, p, k.x_mid, k.xn2, k.mean2, k.rstd2, st);
@@ -312,9 +312,8 @@ void CudaTransformer::forward(const float* p, const bf16* pb, cudaStream_t st) {
            final_mean_, final_rstd_, st);
 }
 
-double CudaTransformer::loss(const float* p, const bf16* pb, float* gr, float grad_scale,
-                             bool backward, cudaStream_t st) {
-  (void)p;
+double CudaTransformer::loss(const bf16* pb, float* gr, float grad_scale, bool backward,
+                             cudaStream_t st) {
   const bf16* w = pb + layout_.lm_head;
   double total = 0.0;
   for (int64_t r0 = 0; r0 < n_; r0 += chunk_rows_) {
@@ -330,7 +329,7 @@ double CudaTransformer::loss(const float* p, const bf16* pb, float* gr, float gr
     } else {
       cu::cross_entropy_fwd(r, vp_, spec_.vocab_size, targets_ + r0, logits_, loss_n_, st);
     }
-    timer_.stop(kLossPhase, st);
+    timer_.stop(st);
     LOOM_CUDA_CHECK(cudaMemcpyAsync(host_loss_.data(), loss_n_, r * sizeof(float),
                                     cudaMemcpyDeviceToHost, st));
     LOOM_CUDA_CHECK(cudaStreamSynchronize(st));
@@ -370,7 +369,7 @@ void CudaTransformer::backward(const float* p, const bf16* pb, float* gr, cudaSt
       cu::attention_bwd(b_, s_, heads_, kv_heads_, head_dim_, k.q, k.k, k.v, slopes, k.o, k.lse,
                         dattn_, dq_, dk_, dv_, workspace_, st);
     }
-    timer_.stop(kAttentionPhase, st);
+    timer_.stop(st);
     if (rot_dim_ > 0) {
       cu::rope_bwd(b_, s_, heads_, head_dim_, rot_dim_, rope_cos_, rope_sin_, dq_, st);
       cu::rope_bwd(b_, s_, kv_heads_, head_dim_, rot_dim_, rope_cos_, rope_sin_, dk_, st);
@@ -408,7 +407,7 @@ double CudaTransformer::forward_backward(const float* params, const bf16* params
   LOOM_CUDA_CHECK(cudaMemcpyAsync(inputs_, host_inputs_.data(), n_ * 4, cudaMemcpyHostToDevice, stream));
   LOOM_CUDA_CHECK(cudaMemcpyAsync(targets_, host_targets_.data(), n_ * 4, cudaMemcpyHostToDevice, stream));
   forward(params, params_bf16, stream);
-  const double total = loss(params, params_bf16, grads, grad_scale, true, stream);
+  const double total = loss(params_bf16, grads, grad_scale, true, stream);
   backward(params, params_bf16, grads, stream);
   LOOM_CUDA_CHECK(cudaStreamSynchronize(stream));  // host token buffers are reused next call
   timer_.collect(phase_s_);
@@ -423,7 +422,7 @@ double CudaTransformer::forward_loss(const float* params, const bf16* params_bf1
   LOOM_CUDA_CHECK(cudaMemcpyAsync(inputs_, host_inputs_.data(), n_ * 4, cudaMemcpyHostToDevice, stream));
   LOOM_CUDA_CHECK(cudaMemcpyAsync(targets_, host_targets_.data(), n_ * 4, cudaMemcpyHostToDevice, stream));
   forward(params, params_bf16, stream);
-  return loss(params, params_bf16, nullptr, 0.f, false, stream);
+  return loss(params_bf16, nullptr, 0.f, false, stream);
 }
 
 // ---- CudaTrainer -------------------------------------------------------------------------------

@@ -73,8 +73,7 @@ class CudaTransformer {
   };
   void prepare(int64_t b, int64_t s);
   void forward(const float* p, const __nv_bfloat16* pb, cudaStream_t st);
-  double loss(const float* p, const __nv_bfloat16* pb, float* gr, float grad_scale, bool backward,
-              cudaStream_t st);
+  double loss(const __nv_bfloat16* pb, float* gr, float grad_scale, bool backward, cudaStream_t st);
   void backward(const float* p, const __nv_bfloat16* pb, float* gr, cudaStream_t st);
   void norm_fwd(const __nv_bfloat16* x, const __nv_bfloat16* residual, int64_t w, int64_t bias,
                 const float* p, __nv_bfloat16* sum, __nv_bfloat16* y, float* mean, float* rstd,
@@ -93,7 +92,7 @@ class CudaTransformer {
    public:
     ~PhaseTimer();
     void start(int phase, cudaStream_t st);
-    void stop(int phase, cudaStream_t st);
+    void stop(cudaStream_t st);
     void collect(double* seconds);  // adds elapsed time per phase (the stream has synchronised)
    private:
     struct Pair {

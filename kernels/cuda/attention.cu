@@ -455,7 +455,8 @@ struct GemmScratch {
 
 std::size_t align256(std::size_t bytes) { return (bytes + 255) / 256 * 256; }
 
-GemmScratch carve(void* workspace, int64_t b, int64_t t, int64_t hq, int64_t hkv) {
+// The buffers of attention_gemm_workspace_bytes(), in its order.
+GemmScratch carve(void* workspace, int64_t t, int64_t hkv) {
   char* base = static_cast<char*>(workspace);
   const std::size_t scores = static_cast<std::size_t>(hkv * t * t);
   GemmScratch w;
@@ -468,8 +469,6 @@ GemmScratch carve(void* workspace, int64_t b, int64_t t, int64_t hq, int64_t hkv
   w.ds = reinterpret_cast<__nv_bfloat16*>(base);
   base += align256(scores * 2);
   w.delta = reinterpret_cast<float*>(base);
-  (void)b;
-  (void)hq;
   return w;
 }
 
@@ -488,7 +487,7 @@ void attention_fwd_gemm(Gemm& gemm, int64_t b, int64_t t, int64_t hq, int64_t hk
   check_shape(b, t, hq, hkv, d);
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   const int64_t group = hq / hkv;
-  const GemmScratch w = carve(workspace, b, t, hq, hkv);
+  const GemmScratch w = carve(workspace, t, hkv);
   for (int64_t bi = 0; bi < b; ++bi) {
     for (int64_t r = 0; r < group; ++r) {
       // Query heads r, r + group, ... against kv heads 0, 1, ...: one batch over kv heads.
@@ -515,7 +514,7 @@ void attention_bwd_gemm(Gemm& gemm, int64_t b, int64_t t, int64_t hq, int64_t hk
   check_shape(b, t, hq, hkv, d);
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   const int64_t group = hq / hkv;
-  const GemmScratch w = carve(workspace, b, t, hq, hkv);
+  const GemmScratch w = carve(workspace, t, hkv);
   const int64_t rows = b * t * hq;
   constexpr int kDeltaWarps = 8;
   attention_delta_kernel<<<static_cast<unsigned>((rows + kDeltaWarps - 1) / kDeltaWarps),
