@@ -51,6 +51,10 @@ core::Status run_cuda_training(const TrainConfig& given, std::ostream* out, Trai
   LOOM_ASSIGN_OR_RETURN(std::unique_ptr<CudaTransformer> model,
                         CudaTransformer::create(spec, cfg.recompute));
   CudaTrainer trainer(std::move(model), cfg.optim, cfg.seed, cfg.init_std);
+  if (cfg.guard.enabled && !cfg.quiet && out != nullptr) {
+    *out << "note: the spike guard does not run on the CUDA backend yet; every update is applied "
+            "(--no-spike-guard silences this)\n";
+  }
 
   const int64_t micro = cfg.gbs / cfg.mbs;
   const double tokens = static_cast<double>(cfg.gbs * cfg.seq);

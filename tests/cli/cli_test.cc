@@ -215,4 +215,15 @@ TEST(CliCalibrate, WritesALoadableProfileAndRejectsBadInput) {
   EXPECT_FALSE(none.good());
 }
 
+// Without a usable GPU, `--backend cuda` is a clear error naming why (a build without CUDA, or
+// the driver's answer), exit code 2; with one, the run trains and the test has nothing to check.
+TEST(CliTrain, CudaBackendWithoutADeviceIsAClearError) {
+  const Output o = run_loom("train --backend cuda --model tiny-llama --synthetic --steps 1 --quiet");
+  if (o.exit_code == 0) GTEST_SKIP() << "a CUDA device is present";
+  EXPECT_EQ(o.exit_code, 2) << o.text;
+  EXPECT_TRUE(o.text.find("--backend cuda: no CUDA device: ") != std::string::npos ||
+              o.text.find("this build trains with: cpu (built without CUDA)") != std::string::npos)
+      << o.text;
+}
+
 }  // namespace
