@@ -40,7 +40,7 @@ step() { echo; echo "== $* =="; }
 {
   echo "# Loom GPU check"
   echo
-  echo "date $(date -u +%FT%TZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+  echo "date $(date -u +%FT%TZ), commit $(git describe --always --dirty 2>/dev/null || echo unknown)"
   echo
 } > "${md}"
 

@@ -42,7 +42,9 @@ TEST(Search, BloomLayoutIsFeasibleAndTheChoiceIsAtLeastAsFast) {
   EXPECT_LE(best->top[0].step.step_time_s, theirs.step.step_time_s);
   for (size_t i = 0; i < best->top.size(); ++i) {
     EXPECT_LE(best->top[i].peak_gib, best->top[i].capacity_gib);
-    if (i > 0) EXPECT_GE(best->top[i].step.step_time_s, best->top[i - 1].step.step_time_s);
+    if (i > 0) {
+      EXPECT_GE(best->top[i].step.step_time_s, best->top[i - 1].step.step_time_s);
+    }
   }
   EXPECT_FALSE(best->runner_up_reason.empty());
   EXPECT_GT(best->candidates, 1000);
