@@ -106,17 +106,22 @@ Status MpiComm::finish_abandoned() {
 // A collective's contributions: the whole buffer of every rank, gathered in rank order.
 #define LOOM_MPI_GATHER_DETAIL "(some rank never joined the collective)"
 
-Status MpiComm::do_all_reduce(void* data, int64_t count, DType t, ReduceOp op) {
-  const std::string call = "all_reduce";
+Status MpiComm::gather_all(const std::string& call, const void* in, int64_t count, DType t,
+                           std::vector<char>* gathered) {
   LOOM_RETURN_IF_ERROR(check_usable(call, count));
   const int64_t bytes = count * dtype_bytes(t);
   Pending p{.call = call};
   p.buffer.resize(bytes * size_);
-  if (bytes > 0) std::memcpy(p.buffer.data() + rank_ * bytes, data, bytes);
+  if (bytes > 0) std::memcpy(p.buffer.data() + rank_ * bytes, in, bytes);
   LOOM_MPI_CHECK(call, MPI_Iallgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, p.buffer.data(),
                                       static_cast<int>(count), mpi_type(t), comm_, &p.request));
+  return wait(std::move(p), gathered, LOOM_MPI_GATHER_DETAIL);
+}
+
+Status MpiComm::do_all_reduce(void* data, int64_t count, DType t, ReduceOp op) {
   std::vector<char> gathered;
-  LOOM_RETURN_IF_ERROR(wait(std::move(p), &gathered, LOOM_MPI_GATHER_DETAIL));
+  LOOM_RETURN_IF_ERROR(gather_all("all_reduce", data, count, t, &gathered));
+  const int64_t bytes = count * dtype_bytes(t);
   std::vector<const void*> contributions(size_);
   for (int r = 0; r < size_; ++r) contributions[r] = gathered.data() + r * bytes;
   reduce_rank_order(t, op, contributions, count, data);
@@ -144,17 +149,9 @@ Status MpiComm::do_reduce_scatter(const void* in, void* out, int64_t count, DTyp
 }
 
 Status MpiComm::do_all_gather(const void* in, void* out, int64_t count, DType t) {
-  const std::string call = "all_gather";
-  LOOM_RETURN_IF_ERROR(check_usable(call, count));
-  const int64_t bytes = count * dtype_bytes(t);
-  Pending p{.call = call};
-  p.buffer.resize(bytes * size_);
-  if (bytes > 0) std::memcpy(p.buffer.data() + rank_ * bytes, in, bytes);
-  LOOM_MPI_CHECK(call, MPI_Iallgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, p.buffer.data(),
-                                      static_cast<int>(count), mpi_type(t), comm_, &p.request));
   std::vector<char> gathered;
-  LOOM_RETURN_IF_ERROR(wait(std::move(p), &gathered, LOOM_MPI_GATHER_DETAIL));
-  if (bytes > 0) std::memcpy(out, gathered.data(), gathered.size());
+  LOOM_RETURN_IF_ERROR(gather_all("all_gather", in, count, t, &gathered));
+  if (!gathered.empty()) std::memcpy(out, gathered.data(), gathered.size());
   return core::ok_status();
 }
 

@@ -64,6 +64,10 @@ class MpiComm final : public Communicator {
   // Polls `pending.request` until it completes or the deadline passes; on timeout the request
   // and its buffer move to abandoned_ and the group is marked broken.
   core::Status wait(Pending pending, std::vector<char>* done_buffer, const std::string& detail);
+  // Every rank's `count` elements of `in`, in rank order, into *gathered (timed; for all_reduce
+  // and all_gather).
+  core::Status gather_all(const std::string& call, const void* in, int64_t count, DType t,
+                          std::vector<char>* gathered);
   core::Status mpi_error(int rc, const char* mpi_call, const std::string& call, const char* file,
                          int line) const;
 

@@ -275,35 +275,48 @@ def model_flops_per_token(layers, h, q, kv, ffn, vocab, seq):
     return 6.0 * n_matmul + 12.0 * layers * seq * q
 
 
-def run_train(args, dev, timer, peak):
-    layers, h, heads, kv_heads, ffn, vocab = 24, 2048, 16, 16, 5632, 32000  # models/llama-1.3b
-    seq = args.seq
+def training_step(dev, dims, mbs, gbs, seq):
+    """A Llama of `dims` (layers, h, heads, kv_heads, ffn, vocab) and one-iteration closure: gbs/mbs
+    micro-batches under bf16 autocast, the mean loss's backward, clipping at 1.0, fused AdamW."""
+    layers, h, heads, kv_heads, ffn, vocab = dims
+    torch.manual_seed(0)
+    model = Llama(layers, h, heads, kv_heads, ffn, vocab).to(dev)
+    fused = {"fused": True} if dev.type == "cuda" else {}
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-4, betas=(0.9, 0.95), eps=1e-8,
+                            weight_decay=0.1, **fused)
+    cos, sin = rope_tables(seq, h // heads, 10000.0, dev)
+    data = torch.randint(0, vocab, (gbs // mbs, mbs, seq + 1), device=dev)
+    amp = dev.type == "cuda"
+
+    def step():
+        for mb in range(gbs // mbs):
+            x, y = data[mb, :, :-1], data[mb, :, 1:]
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+                logits = model(x, cos, sin)
+                loss = F.cross_entropy(logits.view(-1, vocab).float(), y.reshape(-1))
+            (loss / (gbs // mbs)).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss
+
+    return model, step
+
+
+def model_dims(args):
+    """models/llama-1.3b (layers, h, heads, kv_heads, ffn, vocab) and seq; tiny for --dry-run."""
     if args.dry_run:
-        layers, h, heads, kv_heads, ffn, vocab, seq = 2, 64, 4, 4, 160, 257, 32
+        return (2, 64, 4, 4, 160, 257), 32
+    return (24, 2048, 16, 16, 5632, 32000), args.seq
+
+
+def run_train(args, dev, timer, peak):
+    dims, seq = model_dims(args)
+    layers, h, heads, kv_heads, ffn, vocab = dims
     rows = []
     for mbs, gbs in args.train_batches:
-        torch.manual_seed(0)
-        model = Llama(layers, h, heads, kv_heads, ffn, vocab).to(dev)
+        model, step = training_step(dev, dims, mbs, gbs, seq)
         n_params = sum(p.numel() for p in model.parameters())
-        fused = {"fused": True} if dev.type == "cuda" else {}
-        opt = torch.optim.AdamW(model.parameters(), lr=3e-4, betas=(0.9, 0.95), eps=1e-8,
-                                weight_decay=0.1, **fused)
-        cos, sin = rope_tables(seq, h // heads, 10000.0, dev)
-        data = torch.randint(0, vocab, (gbs // mbs, mbs, seq + 1), device=dev)
-        amp = dev.type == "cuda"
-
-        def step():
-            for mb in range(gbs // mbs):
-                x, y = data[mb, :, :-1], data[mb, :, 1:]
-                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
-                    logits = model(x, cos, sin)
-                    loss = F.cross_entropy(logits.view(-1, vocab).float(), y.reshape(-1))
-                (loss / (gbs // mbs)).backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            return loss
-
         if dev.type == "cuda":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
@@ -321,7 +334,7 @@ def run_train(args, dev, timer, peak):
         log(f"train {row['model']} ({n_params / 1e9:.3f} B) mbs {mbs} gbs {gbs} seq {seq}: "
             f"{t:.3f} s/step, {row['tokens_per_s']:.0f} tok/s, MFU {row['mfu'] * 100:.1f}%, "
             f"peak {row['peak_allocated_gib']:.1f} GiB allocated, {row['peak_reserved_gib']:.1f} reserved")
-        del model, opt, data
+        del model, step
         if dev.type == "cuda":
             torch.cuda.empty_cache()
     return rows
@@ -401,27 +414,8 @@ def run_profile(args, dev, timer, peak):
     from torch.profiler import ProfilerActivity, profile
 
     mbs, gbs = args.train_batches[-1]
-    layers, h, heads, ffn, vocab, seq = 24, 2048, 16, 5632, 32000, args.seq
-    if args.dry_run:
-        layers, h, heads, ffn, vocab, seq = 2, 64, 4, 160, 257, 32
-    torch.manual_seed(0)
-    model = Llama(layers, h, heads, heads, ffn, vocab).to(dev)
-    fused = {"fused": True} if dev.type == "cuda" else {}
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-4, betas=(0.9, 0.95), eps=1e-8,
-                            weight_decay=0.1, **fused)
-    cos, sin = rope_tables(seq, h // heads, 10000.0, dev)
-    data = torch.randint(0, vocab, (gbs // mbs, mbs, seq + 1), device=dev)
-
-    def step():
-        for mb in range(gbs // mbs):
-            x, y = data[mb, :, :-1], data[mb, :, 1:]
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-                logits = model(x, cos, sin)
-                loss = F.cross_entropy(logits.view(-1, vocab).float(), y.reshape(-1))
-            (loss / (gbs // mbs)).backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+    dims, seq = model_dims(args)
+    model, step = training_step(dev, dims, mbs, gbs, seq)
 
     for _ in range(2):
         step()
@@ -452,7 +446,7 @@ def run_profile(args, dev, timer, peak):
            "top_kernels": [{"name": n[:160], "seconds": t, "kind": kernel_kind(n)} for n, t in top]}
     log(f"profile mbs {mbs} gbs {gbs}: wall {wall:.3f} s (profiled), kernels {res['kernel_seconds_total']:.3f} s: "
         + ", ".join(f"{k} {v:.3f}" for k, v in sorted(kinds.items())))
-    del model, opt, data
+    del model, step
     return res
 
 

@@ -111,75 +111,63 @@ core::Result<std::unique_ptr<CudaTransformer>> CudaTransformer::create(const cor
 }
 
 CudaTransformer::CudaTransformer(const core::ModelSpec& spec, Attention attention)
-    : spec_(spec), layout_(spec), attention_(attention) {
-  h_ = spec.hidden_size;
-  heads_ = spec.num_heads;
-  kv_heads_ = spec.num_kv_heads > 0 ? spec.num_kv_heads : spec.num_heads;
-  head_dim_ = spec.head_dim_or_default();
-  q_dim_ = heads_ * head_dim_;
-  kv_dim_ = kv_heads_ * head_dim_;
-  ffn_ = spec.ffn_hidden_size;
-  vp_ = spec.padded_vocab(1);
-  if (spec.position == core::PositionKind::kRope) {
-    rot_dim_ = 2 * static_cast<int64_t>(std::floor(head_dim_ * spec.rotary_fraction / 2.0));
-  }
-}
+    : spec_(spec), layout_(spec), attention_(attention), d_(spec) {}
 
 void CudaTransformer::prepare(int64_t b, int64_t s) {
   if (b == b_ && s == s_) return;
   b_ = b;
   s_ = s;
   n_ = b * s;
-  chunk_rows_ = std::clamp<int64_t>(kLogitsChunkElements / vp_, 1, n_);
+  chunk_rows_ = std::clamp<int64_t>(kLogitsChunkElements / d_.vp, 1, n_);
   const bool swiglu = spec_.mlp == core::MlpKind::kSwiGlu;
   const int64_t layers = spec_.num_layers;
   // Two passes over the same carving: the first sizes, the second hands out pointers.
   auto carve = [&](Carver& c) {
     blocks_.assign(layers, Block{});
     for (Block& k : blocks_) {
-      k.r = c.take<bf16>(n_ * h_);
-      k.xn1 = c.take<bf16>(n_ * h_);
-      k.q = c.take<bf16>(n_ * q_dim_);
-      k.k = c.take<bf16>(n_ * kv_dim_);
-      k.v = c.take<bf16>(n_ * kv_dim_);
-      k.o = c.take<bf16>(n_ * q_dim_);
-      k.x_mid = c.take<bf16>(n_ * h_);
-      k.xn2 = c.take<bf16>(n_ * h_);
-      k.g = swiglu ? c.take<bf16>(n_ * ffn_) : nullptr;
-      k.u = c.take<bf16>(n_ * ffn_);
-      k.act = c.take<bf16>(n_ * ffn_);
+      k.r = c.take<bf16>(n_ * d_.h);
+      k.xn1 = c.take<bf16>(n_ * d_.h);
+      k.q = c.take<bf16>(n_ * d_.q_dim);
+      k.k = c.take<bf16>(n_ * d_.kv_dim);
+      k.v = c.take<bf16>(n_ * d_.kv_dim);
+      k.o = c.take<bf16>(n_ * d_.q_dim);
+      k.x_mid = c.take<bf16>(n_ * d_.h);
+      k.xn2 = c.take<bf16>(n_ * d_.h);
+      k.g = swiglu ? c.take<bf16>(n_ * d_.ffn) : nullptr;
+      k.u = c.take<bf16>(n_ * d_.ffn);
+      k.act = c.take<bf16>(n_ * d_.ffn);
       k.mean1 = c.take<float>(n_);
       k.rstd1 = c.take<float>(n_);
       k.mean2 = c.take<float>(n_);
       k.rstd2 = c.take<float>(n_);
-      k.lse = c.take<float>(b_ * heads_ * s_);
+      k.lse = c.take<float>(b_ * d_.heads * s_);
     }
-    embed_pre_ = spec_.embedding_norm ? c.take<bf16>(n_ * h_) : nullptr;
+    embed_pre_ = spec_.embedding_norm ? c.take<bf16>(n_ * d_.h) : nullptr;
     embed_mean_ = c.take<float>(n_);
     embed_rstd_ = c.take<float>(n_);
-    r_final_ = c.take<bf16>(n_ * h_);
-    xf_ = c.take<bf16>(n_ * h_);
-    mlp_out_ = c.take<bf16>(n_ * h_);
+    r_final_ = c.take<bf16>(n_ * d_.h);
+    xf_ = c.take<bf16>(n_ * d_.h);
+    mlp_out_ = c.take<bf16>(n_ * d_.h);
     final_mean_ = c.take<float>(n_);
     final_rstd_ = c.take<float>(n_);
-    dr_ = c.take<bf16>(n_ * h_);
-    dxn_ = c.take<bf16>(n_ * h_);
-    dact_ = c.take<bf16>(n_ * ffn_);
-    dg_ = swiglu ? c.take<bf16>(n_ * ffn_) : nullptr;
-    du_ = c.take<bf16>(n_ * ffn_);
-    dattn_ = c.take<bf16>(n_ * q_dim_);
-    dq_ = c.take<bf16>(n_ * q_dim_);
-    dk_ = c.take<bf16>(n_ * kv_dim_);
-    dv_ = c.take<bf16>(n_ * kv_dim_);
-    logits_ = c.take<bf16>(chunk_rows_ * vp_);
-    loss_n_ = c.take<float>(chunk_rows_);
+    dr_ = c.take<bf16>(n_ * d_.h);
+    dxn_ = c.take<bf16>(n_ * d_.h);
+    dact_ = c.take<bf16>(n_ * d_.ffn);
+    dg_ = swiglu ? c.take<bf16>(n_ * d_.ffn) : nullptr;
+    du_ = c.take<bf16>(n_ * d_.ffn);
+    dattn_ = c.take<bf16>(n_ * d_.q_dim);
+    dq_ = c.take<bf16>(n_ * d_.q_dim);
+    dk_ = c.take<bf16>(n_ * d_.kv_dim);
+    dv_ = c.take<bf16>(n_ * d_.kv_dim);
+    logits_ = c.take<bf16>(chunk_rows_ * d_.vp);
+    loss_n_ = c.take<float>(n_);
     inputs_ = c.take<int32_t>(n_);
     targets_ = c.take<int32_t>(n_);
-    rope_cos_ = c.take<float>(s_ * std::max<int64_t>(rot_dim_ / 2, 1));
-    rope_sin_ = c.take<float>(s_ * std::max<int64_t>(rot_dim_ / 2, 1));
-    alibi_ = c.take<float>(heads_);
-    zero_bias_ = c.take<float>(h_);
-    discard_dbias_ = c.take<float>(h_);
+    rope_cos_ = c.take<float>(s_ * std::max<int64_t>(d_.rot_dim / 2, 1));
+    rope_sin_ = c.take<float>(s_ * std::max<int64_t>(d_.rot_dim / 2, 1));
+    alibi_ = c.take<float>(d_.heads);
+    zero_bias_ = c.take<float>(d_.h);
+    discard_dbias_ = c.take<float>(d_.h);
   };
   Carver sizer(nullptr);
   carve(sizer);
@@ -188,35 +176,35 @@ void CudaTransformer::prepare(int64_t b, int64_t s) {
   carve(real);
 
   // Scratch of the backward: the largest any kernel asks for.
-  const int64_t widest = std::max({h_, q_dim_, kv_dim_, ffn_});
-  workspace_bytes_ = std::max({cu::rmsnorm_bwd_workspace_bytes(n_, h_),
-                               cu::layernorm_bwd_workspace_bytes(n_, h_),
+  const int64_t widest = std::max({d_.h, d_.q_dim, d_.kv_dim, d_.ffn});
+  workspace_bytes_ = std::max({cu::rmsnorm_bwd_workspace_bytes(n_, d_.h),
+                               cu::layernorm_bwd_workspace_bytes(n_, d_.h),
                                cu::bias_bwd_workspace_bytes(n_, widest),
-                               cu::bias_bwd_workspace_bytes(b_, s_ * h_),
-                               cu::attention_bwd_workspace_bytes(b_, s_, heads_),
+                               cu::bias_bwd_workspace_bytes(b_, s_ * d_.h),
+                               cu::attention_bwd_workspace_bytes(b_, s_, d_.heads),
                                attention_ == Attention::kGemm
-                                   ? cu::attention_gemm_workspace_bytes(b_, s_, heads_, kv_heads_)
+                                   ? cu::attention_gemm_workspace_bytes(b_, s_, d_.heads, d_.kv_heads)
                                    : std::size_t{0},
                                cu::embedding_bwd_workspace_bytes(n_)});
   scratch_mem_ = cu::DeviceBytes(workspace_bytes_);
   workspace_ = scratch_mem_.get();
 
   // Tables: RoPE (as the CPU model computes them), ALiBi slopes, zeros.
-  if (rot_dim_ > 0) {
-    std::vector<float> cos(s_ * rot_dim_ / 2), sin(s_ * rot_dim_ / 2);
-    kernels::cpu::rope_tables(s_, rot_dim_, spec_.rope_theta, cos.data(), sin.data());
+  if (d_.rot_dim > 0) {
+    std::vector<float> cos(s_ * d_.rot_dim / 2), sin(s_ * d_.rot_dim / 2);
+    kernels::cpu::rope_tables(s_, d_.rot_dim, spec_.rope_theta, cos.data(), sin.data());
     LOOM_CUDA_CHECK(cudaMemcpy(rope_cos_, cos.data(), cos.size() * 4, cudaMemcpyHostToDevice));
     LOOM_CUDA_CHECK(cudaMemcpy(rope_sin_, sin.data(), sin.size() * 4, cudaMemcpyHostToDevice));
   }
   if (spec_.position == core::PositionKind::kAlibi) {
-    std::vector<float> slopes(heads_);
-    kernels::cpu::alibi_slopes(heads_, slopes.data());
+    std::vector<float> slopes(d_.heads);
+    kernels::cpu::alibi_slopes(d_.heads, slopes.data());
     LOOM_CUDA_CHECK(cudaMemcpy(alibi_, slopes.data(), slopes.size() * 4, cudaMemcpyHostToDevice));
   }
-  LOOM_CUDA_CHECK(cudaMemset(zero_bias_, 0, h_ * sizeof(float)));
+  LOOM_CUDA_CHECK(cudaMemset(zero_bias_, 0, d_.h * sizeof(float)));
   host_inputs_.assign(n_, 0);
   host_targets_.assign(n_, 0);
-  host_loss_.assign(chunk_rows_, 0.f);
+  host_loss_.assign(n_, 0.f);
 }
 
 int64_t CudaTransformer::activation_bytes() const {
@@ -227,10 +215,10 @@ void CudaTransformer::norm_fwd(const bf16* x, const bf16* residual, int64_t w, i
                                const float* p, bf16* sum, bf16* y, float* mean, float* rstd,
                                cudaStream_t st) {
   if (spec_.norm == core::NormKind::kRmsNorm) {
-    cu::rmsnorm_fwd(n_, h_, x, residual, p + w, spec_.norm_eps, sum, y, rstd, st);
+    cu::rmsnorm_fwd(n_, d_.h, x, residual, p + w, spec_.norm_eps, sum, y, rstd, st);
     return;
   }
-  cu::layernorm_fwd(n_, h_, x, residual, p + w, bias >= 0 ? p + bias : zero_bias_, spec_.norm_eps,
+  cu::layernorm_fwd(n_, d_.h, x, residual, p + w, bias >= 0 ? p + bias : zero_bias_, spec_.norm_eps,
                     sum, y, mean, rstd, st);
 }
 
@@ -238,10 +226,10 @@ void CudaTransformer::norm_bwd(const bf16* dy, const bf16* x, int64_t w, int64_t
                                const float* p, float* gr, const float* mean, const float* rstd,
                                const bf16* dresidual, bf16* dx, cudaStream_t st) {
   if (spec_.norm == core::NormKind::kRmsNorm) {
-    cu::rmsnorm_bwd(n_, h_, dy, x, p + w, rstd, dresidual, dx, gr + w, workspace_, st);
+    cu::rmsnorm_bwd(n_, d_.h, dy, x, p + w, rstd, dresidual, dx, gr + w, workspace_, st);
     return;
   }
-  cu::layernorm_bwd(n_, h_, dy, x, p + w, mean, rstd, dresidual, dx, gr + w,
+  cu::layernorm_bwd(n_, d_.h, dy, x, p + w, mean, rstd, dresidual, dx, gr + w,
                     bias >= 0 ? gr + bias : discard_dbias_, workspace_, st);
 }
 
@@ -263,8 +251,8 @@ void CudaTransformer::forward(const float* p, const bf16* pb, cudaStream_t st) {
   const ParamLayout& L = layout_;
   bf16* first = blocks_.front().r;
   bf16* emb = spec_.embedding_norm ? embed_pre_ : first;
-  cu::embedding_fwd(n_, h_, inputs_, pb + L.embed, emb, st);
-  if (L.pos_embed >= 0) cu::bias_add(b_, s_ * h_, p + L.pos_embed, emb, st);
+  cu::embedding_fwd(n_, d_.h, inputs_, pb + L.embed, emb, st);
+  if (L.pos_embed >= 0) cu::bias_add(b_, s_ * d_.h, p + L.pos_embed, emb, st);
   if (spec_.embedding_norm) {
     norm_fwd(embed_pre_, nullptr, L.embed_norm_w, L.embed_norm_b, p, nullptr, first, embed_mean_,
              embed_rstd_, st);
@@ -279,34 +267,34 @@ void CudaTransformer::forward(const float* p, const bf16* pb, cudaStream_t st) {
       norm_fwd(mlp_out_, blocks_[l - 1].x_mid, o.attn_norm_w, o.attn_norm_b, p, k.r, k.xn1,
                k.mean1, k.rstd1, st);
     }
-    linear_fwd(k.xn1, p, pb, o.wq, o.bq, q_dim_, h_, k.q, st);
-    linear_fwd(k.xn1, p, pb, o.wk, o.bk, kv_dim_, h_, k.k, st);
-    linear_fwd(k.xn1, p, pb, o.wv, o.bv, kv_dim_, h_, k.v, st);
-    if (rot_dim_ > 0) {
-      cu::rope_fwd(b_, s_, heads_, head_dim_, rot_dim_, rope_cos_, rope_sin_, k.q, st);
-      cu::rope_fwd(b_, s_, kv_heads_, head_dim_, rot_dim_, rope_cos_, rope_sin_, k.k, st);
+    linear_fwd(k.xn1, p, pb, o.wq, o.bq, d_.q_dim, d_.h, k.q, st);
+    linear_fwd(k.xn1, p, pb, o.wk, o.bk, d_.kv_dim, d_.h, k.k, st);
+    linear_fwd(k.xn1, p, pb, o.wv, o.bv, d_.kv_dim, d_.h, k.v, st);
+    if (d_.rot_dim > 0) {
+      cu::rope_fwd(b_, s_, d_.heads, d_.head_dim, d_.rot_dim, rope_cos_, rope_sin_, k.q, st);
+      cu::rope_fwd(b_, s_, d_.kv_heads, d_.head_dim, d_.rot_dim, rope_cos_, rope_sin_, k.k, st);
     }
     const float* slopes = spec_.position == core::PositionKind::kAlibi ? alibi_ : nullptr;
     timer_.start(kAttentionPhase, st);
     if (attention_ == Attention::kGemm) {
-      cu::attention_fwd_gemm(gemm_, b_, s_, heads_, kv_heads_, head_dim_, k.q, k.k, k.v, slopes,
+      cu::attention_fwd_gemm(gemm_, b_, s_, d_.heads, d_.kv_heads, d_.head_dim, k.q, k.k, k.v, slopes,
                              k.o, k.lse, workspace_, st);
     } else {
-      cu::attention_fwd(b_, s_, heads_, kv_heads_, head_dim_, k.q, k.k, k.v, slopes, k.o, k.lse, st);
+      cu::attention_fwd(b_, s_, d_.heads, d_.kv_heads, d_.head_dim, k.q, k.k, k.v, slopes, k.o, k.lse, st);
     }
     timer_.stop(st);
     // The attention output projection goes to mlp_out_ (free again: its sum is in k.r).
-    linear_fwd(k.o, p, pb, o.wo, o.bo, h_, q_dim_, mlp_out_, st);
+    linear_fwd(k.o, p, pb, o.wo, o.bo, d_.h, d_.q_dim, mlp_out_, st);
     norm_fwd(mlp_out_, k.r, o.mlp_norm_w, o.mlp_norm_b, p, k.x_mid, k.xn2, k.mean2, k.rstd2, st);
     if (spec_.mlp == core::MlpKind::kSwiGlu) {
-      linear_fwd(k.xn2, p, pb, o.w_gate, -1, ffn_, h_, k.g, st);
-      linear_fwd(k.xn2, p, pb, o.w_up, -1, ffn_, h_, k.u, st);
-      cu::swiglu_fwd(n_ * ffn_, k.g, k.u, k.act, st);
+      linear_fwd(k.xn2, p, pb, o.w_gate, -1, d_.ffn, d_.h, k.g, st);
+      linear_fwd(k.xn2, p, pb, o.w_up, -1, d_.ffn, d_.h, k.u, st);
+      cu::swiglu_fwd(n_ * d_.ffn, k.g, k.u, k.act, st);
     } else {
-      linear_fwd(k.xn2, p, pb, o.w_up, o.b_up, ffn_, h_, k.u, st);
-      cu::gelu_fwd(n_ * ffn_, k.u, k.act, st);
+      linear_fwd(k.xn2, p, pb, o.w_up, o.b_up, d_.ffn, d_.h, k.u, st);
+      cu::gelu_fwd(n_ * d_.ffn, k.u, k.act, st);
     }
-    linear_fwd(k.act, p, pb, o.w_down, o.b_down, h_, ffn_, mlp_out_, st);
+    linear_fwd(k.act, p, pb, o.w_down, o.b_down, d_.h, d_.ffn, mlp_out_, st);
   }
   norm_fwd(mlp_out_, blocks_.back().x_mid, L.final_norm_w, L.final_norm_b, p, r_final_, xf_,
            final_mean_, final_rstd_, st);
@@ -318,24 +306,25 @@ double CudaTransformer::loss(const bf16* pb, float* gr, float grad_scale, bool b
   double total = 0.0;
   for (int64_t r0 = 0; r0 < n_; r0 += chunk_rows_) {
     const int64_t r = std::min(chunk_rows_, n_ - r0);
-    const bf16* x = xf_ + r0 * h_;
+    const bf16* x = xf_ + r0 * d_.h;
     timer_.start(kLossPhase, st);
-    gemm_.matmul_nt(r, vp_, h_, x, w, logits_, 0.f, st);
+    gemm_.matmul_nt(r, d_.vp, d_.h, x, w, logits_, 0.f, st);
     if (backward) {
-      cu::cross_entropy_fwd_bwd(r, vp_, spec_.vocab_size, targets_ + r0, logits_, grad_scale,
-                                loss_n_, st);
-      gemm_.matmul_tn(vp_, h_, r, logits_, x, gr + layout_.lm_head, 1.f, st);
-      gemm_.matmul_nn(r, h_, vp_, logits_, w, dxn_ + r0 * h_, 0.f, st);  // d xf
+      cu::cross_entropy_fwd_bwd(r, d_.vp, spec_.vocab_size, targets_ + r0, logits_, grad_scale,
+                                loss_n_ + r0, st);
+      gemm_.matmul_tn(d_.vp, d_.h, r, logits_, x, gr + layout_.lm_head, 1.f, st);
+      gemm_.matmul_nn(r, d_.h, d_.vp, logits_, w, dxn_ + r0 * d_.h, 0.f, st);  // d xf
     } else {
-      cu::cross_entropy_fwd(r, vp_, spec_.vocab_size, targets_ + r0, logits_, loss_n_, st);
+      cu::cross_entropy_fwd(r, d_.vp, spec_.vocab_size, targets_ + r0, logits_, loss_n_ + r0, st);
     }
     timer_.stop(st);
-    LOOM_CUDA_CHECK(cudaMemcpyAsync(host_loss_.data(), loss_n_, r * sizeof(float),
-                                    cudaMemcpyDeviceToHost, st));
-    LOOM_CUDA_CHECK(cudaStreamSynchronize(st));
-    timer_.collect(phase_s_);  // everything recorded so far has completed
-    for (int64_t i = 0; i < r; ++i) total += host_loss_[i];
   }
+  // One copy and one synchronisation for all chunks; the rows are summed in order on the host.
+  LOOM_CUDA_CHECK(cudaMemcpyAsync(host_loss_.data(), loss_n_, n_ * sizeof(float),
+                                  cudaMemcpyDeviceToHost, st));
+  LOOM_CUDA_CHECK(cudaStreamSynchronize(st));
+  timer_.collect(phase_s_);  // everything recorded so far has completed
+  for (int64_t i = 0; i < n_; ++i) total += host_loss_[i];
   return total;
 }
 
@@ -349,34 +338,34 @@ void CudaTransformer::backward(const float* p, const bf16* pb, float* gr, cudaSt
     Block& k = blocks_[l];
     const BlockOffsets& o = L.blocks[l];
     // dr_ holds d(block output) = d(x_mid + MLP output).
-    linear_bwd(dr_, k.act, pb, gr, o.w_down, o.b_down, h_, ffn_, dact_, false, st);
+    linear_bwd(dr_, k.act, pb, gr, o.w_down, o.b_down, d_.h, d_.ffn, dact_, false, st);
     if (spec_.mlp == core::MlpKind::kSwiGlu) {
-      cu::swiglu_bwd(n_ * ffn_, dact_, k.g, k.u, dg_, du_, st);
-      linear_bwd(dg_, k.xn2, pb, gr, o.w_gate, -1, ffn_, h_, dxn_, false, st);
-      linear_bwd(du_, k.xn2, pb, gr, o.w_up, -1, ffn_, h_, dxn_, true, st);
+      cu::swiglu_bwd(n_ * d_.ffn, dact_, k.g, k.u, dg_, du_, st);
+      linear_bwd(dg_, k.xn2, pb, gr, o.w_gate, -1, d_.ffn, d_.h, dxn_, false, st);
+      linear_bwd(du_, k.xn2, pb, gr, o.w_up, -1, d_.ffn, d_.h, dxn_, true, st);
     } else {
-      cu::gelu_bwd(n_ * ffn_, dact_, k.u, du_, st);
-      linear_bwd(du_, k.xn2, pb, gr, o.w_up, o.b_up, ffn_, h_, dxn_, false, st);
+      cu::gelu_bwd(n_ * d_.ffn, dact_, k.u, du_, st);
+      linear_bwd(du_, k.xn2, pb, gr, o.w_up, o.b_up, d_.ffn, d_.h, dxn_, false, st);
     }
     // d x_mid = norm2'(d xn2) + d(block output), in place in dr_.
     norm_bwd(dxn_, k.x_mid, o.mlp_norm_w, o.mlp_norm_b, p, gr, k.mean2, k.rstd2, dr_, dr_, st);
-    linear_bwd(dr_, k.o, pb, gr, o.wo, o.bo, h_, q_dim_, dattn_, false, st);
+    linear_bwd(dr_, k.o, pb, gr, o.wo, o.bo, d_.h, d_.q_dim, dattn_, false, st);
     timer_.start(kAttentionPhase, st);
     if (attention_ == Attention::kGemm) {
-      cu::attention_bwd_gemm(gemm_, b_, s_, heads_, kv_heads_, head_dim_, k.q, k.k, k.v, slopes,
+      cu::attention_bwd_gemm(gemm_, b_, s_, d_.heads, d_.kv_heads, d_.head_dim, k.q, k.k, k.v, slopes,
                              k.o, k.lse, dattn_, dq_, dk_, dv_, workspace_, st);
     } else {
-      cu::attention_bwd(b_, s_, heads_, kv_heads_, head_dim_, k.q, k.k, k.v, slopes, k.o, k.lse,
+      cu::attention_bwd(b_, s_, d_.heads, d_.kv_heads, d_.head_dim, k.q, k.k, k.v, slopes, k.o, k.lse,
                         dattn_, dq_, dk_, dv_, workspace_, st);
     }
     timer_.stop(st);
-    if (rot_dim_ > 0) {
-      cu::rope_bwd(b_, s_, heads_, head_dim_, rot_dim_, rope_cos_, rope_sin_, dq_, st);
-      cu::rope_bwd(b_, s_, kv_heads_, head_dim_, rot_dim_, rope_cos_, rope_sin_, dk_, st);
+    if (d_.rot_dim > 0) {
+      cu::rope_bwd(b_, s_, d_.heads, d_.head_dim, d_.rot_dim, rope_cos_, rope_sin_, dq_, st);
+      cu::rope_bwd(b_, s_, d_.kv_heads, d_.head_dim, d_.rot_dim, rope_cos_, rope_sin_, dk_, st);
     }
-    linear_bwd(dq_, k.xn1, pb, gr, o.wq, o.bq, q_dim_, h_, dxn_, false, st);
-    linear_bwd(dk_, k.xn1, pb, gr, o.wk, o.bk, kv_dim_, h_, dxn_, true, st);
-    linear_bwd(dv_, k.xn1, pb, gr, o.wv, o.bv, kv_dim_, h_, dxn_, true, st);
+    linear_bwd(dq_, k.xn1, pb, gr, o.wq, o.bq, d_.q_dim, d_.h, dxn_, false, st);
+    linear_bwd(dk_, k.xn1, pb, gr, o.wk, o.bk, d_.kv_dim, d_.h, dxn_, true, st);
+    linear_bwd(dv_, k.xn1, pb, gr, o.wv, o.bv, d_.kv_dim, d_.h, dxn_, true, st);
     // d r = norm1'(d xn1) + d x_mid, in place in dr_.
     norm_bwd(dxn_, k.r, o.attn_norm_w, o.attn_norm_b, p, gr, k.mean1, k.rstd1, dr_, dr_, st);
   }
@@ -386,8 +375,8 @@ void CudaTransformer::backward(const float* p, const bf16* pb, float* gr, cudaSt
              nullptr, dxn_, st);
     de = dxn_;
   }
-  cu::embedding_bwd(n_, h_, inputs_, de, gr + L.embed, workspace_, workspace_bytes_, st);
-  if (L.pos_embed >= 0) cu::bias_bwd(b_, s_ * h_, de, gr + L.pos_embed, workspace_, st);
+  cu::embedding_bwd(n_, d_.h, inputs_, de, gr + L.embed, workspace_, workspace_bytes_, st);
+  if (L.pos_embed >= 0) cu::bias_bwd(b_, s_ * d_.h, de, gr + L.pos_embed, workspace_, st);
 }
 
 namespace {

@@ -46,7 +46,8 @@ class CudaTransformer {
   // tokens: host [b, s + 1] int32 (inputs tokens[:, :s], targets tokens[:, 1:]). params: fp32
   // master [P] and bf16 copy [P] on the device; grads: fp32 [P] on the device, to which
   // grad_scale * d(sum of token losses) is added. Returns the sum of the token losses
-  // (synchronises the stream once, at the end).
+  // (synchronises the stream twice: after the loss, whose row losses it sums on the host, and at
+  // the end).
   double forward_backward(const float* params, const __nv_bfloat16* params_bf16, float* grads,
                           const int32_t* tokens, int64_t b, int64_t s, float grad_scale,
                           cudaStream_t stream);
@@ -108,7 +109,7 @@ class CudaTransformer {
   core::ModelSpec spec_;
   ParamLayout layout_;
   Attention attention_;
-  int64_t h_, q_dim_, kv_dim_, ffn_, heads_, kv_heads_, head_dim_, vp_, rot_dim_ = 0;
+  ModelDims d_;  // widths from the spec
   int64_t b_ = 0, s_ = 0, n_ = 0, chunk_rows_ = 0;
   kernels::cuda::Gemm gemm_;
   kernels::cuda::DeviceBytes acts_mem_, scratch_mem_, tables_mem_;

@@ -1,9 +1,25 @@
 // ParamLayout: see param_layout.h.
 #include "trainer/param_layout.h"
 
+#include <cmath>
+
 #include <fmt/format.h>
 
 namespace loom::train {
+
+ModelDims::ModelDims(const core::ModelSpec& spec)
+    : h(spec.hidden_size),
+      heads(spec.num_heads),
+      kv_heads(spec.num_kv_heads > 0 ? spec.num_kv_heads : spec.num_heads),
+      head_dim(spec.head_dim_or_default()),
+      q_dim(heads * head_dim),
+      kv_dim(kv_heads * head_dim),
+      ffn(spec.ffn_hidden_size),
+      vp(spec.padded_vocab(1)) {
+  if (spec.position == core::PositionKind::kRope) {
+    rot_dim = 2 * static_cast<int64_t>(std::floor(head_dim * spec.rotary_fraction / 2.0));
+  }
+}
 
 int64_t ParamLayout::add(const std::string& name, std::vector<int64_t> shape, InitKind init,
                          bool decay) {

@@ -40,6 +40,15 @@ struct BlockOffsets {
   int64_t w_gate = -1, w_up = -1, b_up = -1, w_down = -1, b_down = -1;
 };
 
+// The widths the forward and backward passes use, derived once from the ModelSpec; shared by
+// the CPU model (transformer.h) and the CUDA model (cuda_transformer.h).
+struct ModelDims {
+  explicit ModelDims(const core::ModelSpec& spec);
+  int64_t h, heads, kv_heads, head_dim, q_dim, kv_dim, ffn;
+  int64_t vp;           // vocabulary padded for one tensor-parallel rank
+  int64_t rot_dim = 0;  // leading dims of each head that RoPE rotates (0 without RoPE)
+};
+
 class ParamLayout {
  public:
   explicit ParamLayout(const core::ModelSpec& spec);

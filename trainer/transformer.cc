@@ -33,25 +33,14 @@ constexpr int64_t kLogitsChunkElements = int64_t{1} << 24;
 
 template <typename T>
 Transformer<T>::Transformer(const core::ModelSpec& spec, core::Recompute recompute)
-    : spec_(spec), layout_(spec), recompute_(recompute) {
-  h_ = spec.hidden_size;
-  heads_ = spec.num_heads;
-  kv_heads_ = spec.num_kv_heads > 0 ? spec.num_kv_heads : spec.num_heads;
-  head_dim_ = spec.head_dim_or_default();
-  q_dim_ = heads_ * head_dim_;
-  kv_dim_ = kv_heads_ * head_dim_;
-  ffn_ = spec.ffn_hidden_size;
-  vp_ = spec.padded_vocab(1);
-  if (spec.position == core::PositionKind::kRope) {
-    rot_dim_ = 2 * static_cast<int64_t>(std::floor(head_dim_ * spec.rotary_fraction / 2.0));
-  }
+    : spec_(spec), layout_(spec), recompute_(recompute), d_(spec) {
   if (spec.norm == core::NormKind::kLayerNorm && !spec.norm_bias) {
-    zero_bias_.assign(h_, T(0));
-    unused_dbias_.assign(h_, T(0));
+    zero_bias_.assign(d_.h, T(0));
+    unused_dbias_.assign(d_.h, T(0));
   }
   if (spec.position == core::PositionKind::kAlibi) {
-    alibi_.resize(heads_);
-    ops::alibi_slopes(heads_, alibi_.data());
+    alibi_.resize(d_.heads);
+    ops::alibi_slopes(d_.heads, alibi_.data());
   }
 }
 
@@ -65,62 +54,62 @@ void Transformer<T>::prepare(int64_t b, int64_t s) {
   const bool full = recompute_ == core::Recompute::kFull;
   const bool selective = recompute_ == core::Recompute::kSelective;
   auto size_acts = [&](LayerActs& a, bool keep_core) {
-    resize(a.xn1, n_ * h_);
+    resize(a.xn1, n_ * d_.h);
     resize(a.mean1, n_);
     resize(a.rstd1, n_);
-    resize(a.q, n_ * q_dim_);
-    resize(a.k, n_ * kv_dim_);
-    resize(a.v, n_ * kv_dim_);
+    resize(a.q, n_ * d_.q_dim);
+    resize(a.k, n_ * d_.kv_dim);
+    resize(a.v, n_ * d_.kv_dim);
     if (keep_core) {
-      resize(a.o, n_ * q_dim_);
-      resize(a.lse, b_ * heads_ * s_);
+      resize(a.o, n_ * d_.q_dim);
+      resize(a.lse, b_ * d_.heads * s_);
     }
-    resize(a.x_mid, n_ * h_);
-    resize(a.xn2, n_ * h_);
+    resize(a.x_mid, n_ * d_.h);
+    resize(a.xn2, n_ * d_.h);
     resize(a.mean2, n_);
     resize(a.rstd2, n_);
-    if (spec_.mlp == core::MlpKind::kSwiGlu) resize(a.g, n_ * ffn_);
-    resize(a.u, n_ * ffn_);
-    resize(a.act, n_ * ffn_);
+    if (spec_.mlp == core::MlpKind::kSwiGlu) resize(a.g, n_ * d_.ffn);
+    resize(a.u, n_ * d_.ffn);
+    resize(a.act, n_ * d_.ffn);
   };
   acts_.clear();
   block_in_.clear();
   if (full) {
     block_in_.resize(layers);
-    for (auto& x : block_in_) resize(x, n_ * h_);
+    for (auto& x : block_in_) resize(x, n_ * d_.h);
     size_acts(scratch_acts_, true);
-    resize(scratch_acts_.x_in, n_ * h_);  // the recomputed block's output (discarded)
+    resize(scratch_acts_.x_in, n_ * d_.h);  // the recomputed block's output (discarded)
   } else {
     acts_.resize(layers);
     for (auto& a : acts_) {
-      resize(a.x_in, n_ * h_);
+      resize(a.x_in, n_ * d_.h);
       size_acts(a, !selective);
     }
     if (selective) {  // one attention output / lse shared by all blocks
-      resize(scratch_acts_.o, n_ * q_dim_);
-      resize(scratch_acts_.lse, b_ * heads_ * s_);
+      resize(scratch_acts_.o, n_ * d_.q_dim);
+      resize(scratch_acts_.lse, b_ * d_.heads * s_);
     }
   }
-  for (auto* v : {&sc_.dact, &sc_.dg, &sc_.du}) resize(*v, n_ * ffn_);
-  for (auto* v : {&sc_.dxn, &sc_.dres}) resize(*v, n_ * h_);
-  for (auto* v : {&sc_.dattn, &sc_.dq}) resize(*v, n_ * q_dim_);
-  for (auto* v : {&sc_.dk, &sc_.dv}) resize(*v, n_ * kv_dim_);
+  for (auto* v : {&sc_.dact, &sc_.dg, &sc_.du}) resize(*v, n_ * d_.ffn);
+  for (auto* v : {&sc_.dxn, &sc_.dres}) resize(*v, n_ * d_.h);
+  for (auto* v : {&sc_.dattn, &sc_.dq}) resize(*v, n_ * d_.q_dim);
+  for (auto* v : {&sc_.dk, &sc_.dv}) resize(*v, n_ * d_.kv_dim);
   if (spec_.embedding_norm) {
-    resize(embed_pre_norm_, n_ * h_);
+    resize(embed_pre_norm_, n_ * d_.h);
     resize(embed_mean_, n_);
     resize(embed_rstd_, n_);
   }
-  for (auto* v : {&x_final_, &xf_, &dx_, &dx2_}) resize(*v, n_ * h_);
+  for (auto* v : {&x_final_, &xf_, &dx_, &dx2_}) resize(*v, n_ * d_.h);
   resize(final_mean_, n_);
   resize(final_rstd_, n_);
-  const int64_t rows = std::clamp<int64_t>(kLogitsChunkElements / vp_, 1, n_);
-  resize(logits_, rows * vp_);
+  const int64_t rows = std::clamp<int64_t>(kLogitsChunkElements / d_.vp, 1, n_);
+  resize(logits_, rows * d_.vp);
   inputs_.assign(n_, 0);
   targets_.assign(n_, 0);
-  if (rot_dim_ > 0) {
-    rope_cos_.assign(s_ * rot_dim_ / 2, 0.f);
-    rope_sin_.assign(s_ * rot_dim_ / 2, 0.f);
-    ops::rope_tables(s_, rot_dim_, spec_.rope_theta, rope_cos_.data(), rope_sin_.data());
+  if (d_.rot_dim > 0) {
+    rope_cos_.assign(s_ * d_.rot_dim / 2, 0.f);
+    rope_sin_.assign(s_ * d_.rot_dim / 2, 0.f);
+    ops::rope_tables(s_, d_.rot_dim, spec_.rope_theta, rope_cos_.data(), rope_sin_.data());
   }
   track_bytes();
 }
@@ -150,31 +139,31 @@ template <typename T>
 void Transformer<T>::norm_forward(const T* x, int64_t w, int64_t bias, const T* p, T* y, T* mean,
                                   T* rstd) {
   if (spec_.norm == core::NormKind::kRmsNorm) {
-    ops::rmsnorm_fwd<T>(n_, h_, x, p + w, spec_.norm_eps, y, rstd);
+    ops::rmsnorm_fwd<T>(n_, d_.h, x, p + w, spec_.norm_eps, y, rstd);
     return;
   }
   const T* b = bias >= 0 ? p + bias : zero_bias_.data();
-  ops::layernorm_fwd<T>(n_, h_, x, p + w, b, spec_.norm_eps, y, mean, rstd);
+  ops::layernorm_fwd<T>(n_, d_.h, x, p + w, b, spec_.norm_eps, y, mean, rstd);
 }
 
 template <typename T>
 void Transformer<T>::norm_backward(const T* dy, const T* x, int64_t w, int64_t bias, const T* p,
                                    T* gr, const T* mean, const T* rstd, T* dx) {
   if (spec_.norm == core::NormKind::kRmsNorm) {
-    ops::rmsnorm_bwd<T>(n_, h_, dy, x, p + w, rstd, dx, gr + w);
+    ops::rmsnorm_bwd<T>(n_, d_.h, dy, x, p + w, rstd, dx, gr + w);
     return;
   }
   T* db = bias >= 0 ? gr + bias : unused_dbias_.data();  // bias-less: discarded
-  ops::layernorm_bwd<T>(n_, h_, dy, x, p + w, mean, rstd, dx, gr + w, db);
+  ops::layernorm_bwd<T>(n_, d_.h, dy, x, p + w, mean, rstd, dx, gr + w, db);
 }
 
 template <typename T>
 void Transformer<T>::embed_forward(const T* p, const int32_t* inputs, T* x0) {
   T* out = spec_.embedding_norm ? embed_pre_norm_.data() : x0;
-  ops::embedding_fwd<T>(n_, h_, inputs, p + layout_.embed, out);
+  ops::embedding_fwd<T>(n_, d_.h, inputs, p + layout_.embed, out);
   if (layout_.pos_embed >= 0) {
     for (int64_t i = 0; i < n_; ++i) {
-      ops::add_inplace<T>(h_, p + layout_.pos_embed + (i % s_) * h_, out + i * h_);
+      ops::add_inplace<T>(d_.h, p + layout_.pos_embed + (i % s_) * d_.h, out + i * d_.h);
     }
   }
   if (spec_.embedding_norm) {
@@ -191,10 +180,10 @@ void Transformer<T>::embed_backward(const T* p, T* gr, const int32_t* inputs, T*
     norm_backward(dx0, embed_pre_norm_.data(), layout_.embed_norm_w, layout_.embed_norm_b, p, gr,
                   embed_mean_.data(), embed_rstd_.data(), de);
   }
-  ops::embedding_bwd<T>(n_, h_, inputs, de, gr + layout_.embed);
+  ops::embedding_bwd<T>(n_, d_.h, inputs, de, gr + layout_.embed);
   if (layout_.pos_embed >= 0) {
     for (int64_t i = 0; i < n_; ++i) {  // rows in order: deterministic
-      ops::add_inplace<T>(h_, de + i * h_, gr + layout_.pos_embed + (i % s_) * h_);
+      ops::add_inplace<T>(d_.h, de + i * d_.h, gr + layout_.pos_embed + (i % s_) * d_.h);
     }
   }
 }
@@ -204,7 +193,7 @@ void Transformer<T>::attention_core_forward(LayerActs& a) {
   const bool shared = recompute_ == core::Recompute::kSelective;
   T* o = shared ? scratch_acts_.o.data() : a.o.data();
   T* lse = shared ? scratch_acts_.lse.data() : a.lse.data();
-  ops::attention_fwd<T>(b_, s_, heads_, kv_heads_, head_dim_, a.q.data(), a.k.data(), a.v.data(),
+  ops::attention_fwd<T>(b_, s_, d_.heads, d_.kv_heads, d_.head_dim, a.q.data(), a.k.data(), a.v.data(),
                         alibi_.empty() ? nullptr : alibi_.data(), o, lse);
 }
 
@@ -214,31 +203,31 @@ void Transformer<T>::block_forward(int64_t l, const T* p, const T* x_in, LayerAc
   const BlockOffsets& o = layout_.blocks[l];
   norm_forward(x_in, o.attn_norm_w, o.attn_norm_b, p, a.xn1.data(), a.mean1.data(),
                a.rstd1.data());
-  linear_forward(a.xn1.data(), p, o.wq, o.bq, q_dim_, h_, a.q.data());
-  linear_forward(a.xn1.data(), p, o.wk, o.bk, kv_dim_, h_, a.k.data());
-  linear_forward(a.xn1.data(), p, o.wv, o.bv, kv_dim_, h_, a.v.data());
-  if (rot_dim_ > 0) {
-    ops::rope_fwd<T>(b_, s_, heads_, head_dim_, rot_dim_, rope_cos_.data(), rope_sin_.data(),
+  linear_forward(a.xn1.data(), p, o.wq, o.bq, d_.q_dim, d_.h, a.q.data());
+  linear_forward(a.xn1.data(), p, o.wk, o.bk, d_.kv_dim, d_.h, a.k.data());
+  linear_forward(a.xn1.data(), p, o.wv, o.bv, d_.kv_dim, d_.h, a.v.data());
+  if (d_.rot_dim > 0) {
+    ops::rope_fwd<T>(b_, s_, d_.heads, d_.head_dim, d_.rot_dim, rope_cos_.data(), rope_sin_.data(),
                      a.q.data());
-    ops::rope_fwd<T>(b_, s_, kv_heads_, head_dim_, rot_dim_, rope_cos_.data(), rope_sin_.data(),
+    ops::rope_fwd<T>(b_, s_, d_.kv_heads, d_.head_dim, d_.rot_dim, rope_cos_.data(), rope_sin_.data(),
                      a.k.data());
   }
   if (attention_core) attention_core_forward(a);
   const T* attn = recompute_ == core::Recompute::kSelective ? scratch_acts_.o.data() : a.o.data();
-  linear_forward(attn, p, o.wo, o.bo, h_, q_dim_, a.x_mid.data());
-  ops::add_inplace<T>(n_ * h_, x_in, a.x_mid.data());
+  linear_forward(attn, p, o.wo, o.bo, d_.h, d_.q_dim, a.x_mid.data());
+  ops::add_inplace<T>(n_ * d_.h, x_in, a.x_mid.data());
   norm_forward(a.x_mid.data(), o.mlp_norm_w, o.mlp_norm_b, p, a.xn2.data(), a.mean2.data(),
                a.rstd2.data());
   if (spec_.mlp == core::MlpKind::kSwiGlu) {
-    linear_forward(a.xn2.data(), p, o.w_gate, -1, ffn_, h_, a.g.data());
-    linear_forward(a.xn2.data(), p, o.w_up, -1, ffn_, h_, a.u.data());
-    ops::swiglu_fwd<T>(n_ * ffn_, a.g.data(), a.u.data(), a.act.data());
+    linear_forward(a.xn2.data(), p, o.w_gate, -1, d_.ffn, d_.h, a.g.data());
+    linear_forward(a.xn2.data(), p, o.w_up, -1, d_.ffn, d_.h, a.u.data());
+    ops::swiglu_fwd<T>(n_ * d_.ffn, a.g.data(), a.u.data(), a.act.data());
   } else {
-    linear_forward(a.xn2.data(), p, o.w_up, o.b_up, ffn_, h_, a.u.data());
-    ops::gelu_fwd<T>(n_ * ffn_, a.u.data(), a.act.data());
+    linear_forward(a.xn2.data(), p, o.w_up, o.b_up, d_.ffn, d_.h, a.u.data());
+    ops::gelu_fwd<T>(n_ * d_.ffn, a.u.data(), a.act.data());
   }
-  linear_forward(a.act.data(), p, o.w_down, o.b_down, h_, ffn_, x_out);
-  ops::add_inplace<T>(n_ * h_, a.x_mid.data(), x_out);
+  linear_forward(a.act.data(), p, o.w_down, o.b_down, d_.h, d_.ffn, x_out);
+  ops::add_inplace<T>(n_ * d_.h, a.x_mid.data(), x_out);
 }
 
 template <typename T>
@@ -247,48 +236,48 @@ void Transformer<T>::block_backward(int64_t l, const T* p, T* gr, LayerActs& a, 
   const BlockOffsets& o = layout_.blocks[l];
   const T* x_in = recompute_ == core::Recompute::kFull ? block_in_[l].data() : a.x_in.data();
   // MLP: x_out = x_mid + act W_down^T
-  linear_backward(dx_out, a.act.data(), p, gr, o.w_down, o.b_down, h_, ffn_, sc_.dact.data(),
+  linear_backward(dx_out, a.act.data(), p, gr, o.w_down, o.b_down, d_.h, d_.ffn, sc_.dact.data(),
                   false);
   if (spec_.mlp == core::MlpKind::kSwiGlu) {
-    ops::swiglu_bwd<T>(n_ * ffn_, sc_.dact.data(), a.g.data(), a.u.data(), sc_.dg.data(),
+    ops::swiglu_bwd<T>(n_ * d_.ffn, sc_.dact.data(), a.g.data(), a.u.data(), sc_.dg.data(),
                        sc_.du.data());
-    linear_backward(sc_.dg.data(), a.xn2.data(), p, gr, o.w_gate, -1, ffn_, h_, sc_.dxn.data(),
+    linear_backward(sc_.dg.data(), a.xn2.data(), p, gr, o.w_gate, -1, d_.ffn, d_.h, sc_.dxn.data(),
                     false);
-    linear_backward(sc_.du.data(), a.xn2.data(), p, gr, o.w_up, -1, ffn_, h_, sc_.dxn.data(),
+    linear_backward(sc_.du.data(), a.xn2.data(), p, gr, o.w_up, -1, d_.ffn, d_.h, sc_.dxn.data(),
                     true);
   } else {
-    ops::gelu_bwd<T>(n_ * ffn_, sc_.dact.data(), a.u.data(), sc_.du.data());
-    linear_backward(sc_.du.data(), a.xn2.data(), p, gr, o.w_up, o.b_up, ffn_, h_, sc_.dxn.data(),
+    ops::gelu_bwd<T>(n_ * d_.ffn, sc_.dact.data(), a.u.data(), sc_.du.data());
+    linear_backward(sc_.du.data(), a.xn2.data(), p, gr, o.w_up, o.b_up, d_.ffn, d_.h, sc_.dxn.data(),
                     false);
   }
   // d x_mid = d x_out (residual) + d norm2
   norm_backward(sc_.dxn.data(), a.x_mid.data(), o.mlp_norm_w, o.mlp_norm_b, p, gr, a.mean2.data(),
                 a.rstd2.data(), sc_.dres.data());
-  ops::add_inplace<T>(n_ * h_, dx_out, sc_.dres.data());
+  ops::add_inplace<T>(n_ * d_.h, dx_out, sc_.dres.data());
   const T* dmid = sc_.dres.data();
   // Attention: x_mid = x_in + attn W_o^T
   const bool shared = recompute_ == core::Recompute::kSelective;
   const T* attn = shared ? scratch_acts_.o.data() : a.o.data();
   const T* lse = shared ? scratch_acts_.lse.data() : a.lse.data();
-  linear_backward(dmid, attn, p, gr, o.wo, o.bo, h_, q_dim_, sc_.dattn.data(), false);
-  ops::attention_bwd<T>(b_, s_, heads_, kv_heads_, head_dim_, a.q.data(), a.k.data(), a.v.data(),
+  linear_backward(dmid, attn, p, gr, o.wo, o.bo, d_.h, d_.q_dim, sc_.dattn.data(), false);
+  ops::attention_bwd<T>(b_, s_, d_.heads, d_.kv_heads, d_.head_dim, a.q.data(), a.k.data(), a.v.data(),
                         alibi_.empty() ? nullptr : alibi_.data(), attn, lse, sc_.dattn.data(),
                         sc_.dq.data(), sc_.dk.data(), sc_.dv.data());
-  if (rot_dim_ > 0) {
-    ops::rope_bwd<T>(b_, s_, heads_, head_dim_, rot_dim_, rope_cos_.data(), rope_sin_.data(),
+  if (d_.rot_dim > 0) {
+    ops::rope_bwd<T>(b_, s_, d_.heads, d_.head_dim, d_.rot_dim, rope_cos_.data(), rope_sin_.data(),
                      sc_.dq.data());
-    ops::rope_bwd<T>(b_, s_, kv_heads_, head_dim_, rot_dim_, rope_cos_.data(), rope_sin_.data(),
+    ops::rope_bwd<T>(b_, s_, d_.kv_heads, d_.head_dim, d_.rot_dim, rope_cos_.data(), rope_sin_.data(),
                      sc_.dk.data());
   }
-  linear_backward(sc_.dq.data(), a.xn1.data(), p, gr, o.wq, o.bq, q_dim_, h_, sc_.dxn.data(),
+  linear_backward(sc_.dq.data(), a.xn1.data(), p, gr, o.wq, o.bq, d_.q_dim, d_.h, sc_.dxn.data(),
                   false);
-  linear_backward(sc_.dk.data(), a.xn1.data(), p, gr, o.wk, o.bk, kv_dim_, h_, sc_.dxn.data(),
+  linear_backward(sc_.dk.data(), a.xn1.data(), p, gr, o.wk, o.bk, d_.kv_dim, d_.h, sc_.dxn.data(),
                   true);
-  linear_backward(sc_.dv.data(), a.xn1.data(), p, gr, o.wv, o.bv, kv_dim_, h_, sc_.dxn.data(),
+  linear_backward(sc_.dv.data(), a.xn1.data(), p, gr, o.wv, o.bv, d_.kv_dim, d_.h, sc_.dxn.data(),
                   true);
   norm_backward(sc_.dxn.data(), x_in, o.attn_norm_w, o.attn_norm_b, p, gr, a.mean1.data(),
                 a.rstd1.data(), dx_in);
-  ops::add_inplace<T>(n_ * h_, dmid, dx_in);
+  ops::add_inplace<T>(n_ * d_.h, dmid, dx_in);
 }
 
 template <typename T>
@@ -310,23 +299,23 @@ void Transformer<T>::forward_stack(const T* p, const int32_t* inputs) {
 template <typename T>
 double Transformer<T>::loss_chunks(const T* p, T* gr, const int32_t* targets, T grad_scale,
                                    bool backward) {
-  const int64_t rows = static_cast<int64_t>(logits_.size()) / vp_;
+  const int64_t rows = static_cast<int64_t>(logits_.size()) / d_.vp;
   const T* w = p + layout_.lm_head;
   std::vector<T> loss_n(rows);
   double total = 0.0;
   for (int64_t r0 = 0; r0 < n_; r0 += rows) {
     const int64_t r = std::min(rows, n_ - r0);
-    const T* x = xf_.data() + r0 * h_;
-    ops::matmul_nt<T>(r, vp_, h_, x, w, logits_.data(), T(0));
+    const T* x = xf_.data() + r0 * d_.h;
+    ops::matmul_nt<T>(r, d_.vp, d_.h, x, w, logits_.data(), T(0));
     if (!backward) {
-      total += ops::cross_entropy_fwd<T>(r, vp_, spec_.vocab_size, targets + r0, logits_.data(),
+      total += ops::cross_entropy_fwd<T>(r, d_.vp, spec_.vocab_size, targets + r0, logits_.data(),
                                          loss_n.data());
       continue;
     }
-    total += ops::cross_entropy_fwd_bwd<T>(r, vp_, spec_.vocab_size, targets + r0,
+    total += ops::cross_entropy_fwd_bwd<T>(r, d_.vp, spec_.vocab_size, targets + r0,
                                            logits_.data(), grad_scale, loss_n.data());
-    ops::matmul_tn<T>(vp_, h_, r, logits_.data(), x, gr + layout_.lm_head, T(1));
-    ops::matmul_nn<T>(r, h_, vp_, logits_.data(), w, dx2_.data() + r0 * h_, T(0));
+    ops::matmul_tn<T>(d_.vp, d_.h, r, logits_.data(), x, gr + layout_.lm_head, T(1));
+    ops::matmul_nn<T>(r, d_.h, d_.vp, logits_.data(), w, dx2_.data() + r0 * d_.h, T(0));
   }
   return total;
 }
@@ -380,8 +369,8 @@ std::vector<T> Transformer<T>::forward_logits(const T* p, const int32_t* inputs,
   prepare(b, s);
   std::copy(inputs, inputs + b * s, inputs_.begin());
   forward_stack(p, inputs_.data());
-  std::vector<T> logits(n_ * vp_);
-  ops::matmul_nt<T>(n_, vp_, h_, xf_.data(), p + layout_.lm_head, logits.data(), T(0));
+  std::vector<T> logits(n_ * d_.vp);
+  ops::matmul_nt<T>(n_, d_.vp, d_.h, xf_.data(), p + layout_.lm_head, logits.data(), T(0));
   return logits;
 }
 

@@ -80,7 +80,7 @@ class Transformer {
   core::ModelSpec spec_;
   ParamLayout layout_;
   core::Recompute recompute_;
-  int64_t h_, q_dim_, kv_dim_, ffn_, heads_, kv_heads_, head_dim_, vp_, rot_dim_ = 0;
+  ModelDims d_;  // widths from the spec
   int64_t b_ = 0, s_ = 0, n_ = 0;
   std::vector<LayerActs> acts_;            // one per block (none / selective), or one shared
   std::vector<std::vector<T>> block_in_;   // block inputs kept under full recompute
