@@ -21,6 +21,7 @@ struct TrainArgs {
   train::TrainConfig cfg;
   std::string recompute = "none";
   std::string backend = "cpu";
+  std::string attention = "auto";
   bool json = false;
 };
 
@@ -77,11 +78,16 @@ core::Status run_train(TrainArgs& a) {
                        "--backend '{}': this build trains with: {}", a.backend, kBackends);
   }
   LOOM_ASSIGN_OR_RETURN(a.cfg.recompute, core::parse_recompute(a.recompute));
+  if (!cuda && a.attention != "auto") {
+    return core::error(core::ErrorCode::kInvalidArgument,
+                       "--attention {}: chooses the CUDA attention kernels; it needs --backend cuda",
+                       a.attention);
+  }
   std::ostream* out = a.json ? &std::cerr : &std::cout;
 #ifdef LOOM_WITH_CUDA
   if (cuda) {
     train::TrainSummary s;
-    LOOM_RETURN_IF_ERROR(train::run_cuda_training(a.cfg, out, &s));
+    LOOM_RETURN_IF_ERROR(train::run_cuda_training(a.cfg, a.attention, out, &s));
     nlohmann::json j = s.to_json();
     j["backend"] = "cuda";
     j["config"] = train::train_config_to_json(a.cfg);
@@ -141,6 +147,11 @@ CommandRunner register_train_command(CLI::App& app) {
   train::visit_train_fields(args->cfg, reg);
   sub->add_option("--backend", args->backend,
                   "compute backend: cpu, or cuda (one GPU; in a CUDA build)")
+      ->capture_default_str();
+  sub->add_option("--attention", args->attention,
+                  "CUDA attention kernels: auto (fused where the head dim is 16, 32, 64 or 128, "
+                  "else gemm), fused (FlashAttention-2 on tensor cores), gemm (cuBLASLt, scores "
+                  "materialised), flash (CUDA-core reference)")
       ->capture_default_str();
   sub->add_flag("--json", args->json, "summary as JSON on stdout (iteration lines on stderr)");
   return [sub, args]() -> core::Status {

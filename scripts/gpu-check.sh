@@ -11,18 +11,21 @@
 #
 # Steps (each one's failure is recorded and the next one still runs):
 #   1. environment: nvidia-smi, nvcc, glibc, PyTorch;
-#   2. `loom devices` and the gpu-labelled GoogleTests (loom_gpu_tests);
+#   2. `loom devices`, the gpu-labelled GoogleTests (loom_gpu_tests) and, when packed, the
+#      attention kernels' benchmark (bench/attention_gpu_benchmark);
 #   3. Loom's predictions for the 1.3 B Llama (models/llama-1.3b.yaml) on h200-1gpu, seq 2048,
 #      at the batches PyTorch trains below (`loom simulate --json`);
 #   4. `loom train --backend cuda` on the same model and batches (synthetic tokens, LOOM_STEPS
-#      iterations, default 6): measured step time, tokens/s, device memory, against step 3;
+#      iterations, default 6; attention kernels LOOM_ATTENTION, default auto): measured step
+#      time, tokens/s, device memory, against step 3;
 #   5. the PyTorch reference (scripts/gpu_torch_reference.py; TORCH_PARTS selects parts, "none"
 #      skips it; BATCHES sets the mbs:gbs pairs of steps 3-5): cuBLAS
 #      GEMM efficiency over the simulator's shapes, causal attention, HBM bandwidth, the 1.3 B
 #      model trained with PyTorch (bf16 autocast, SDPA, fused AdamW): tokens/s, MFU, peak
 #      memory, and its kernel time by kind (torch.profiler).
 # Output: $OUT/gpu-check.md (summary) and $OUT/bundle.tgz (torch_reference.json,
-# loom_predictions.json, loom_train_mbs*.json and .log, gpu_tests.xml and .txt, env.txt).
+# loom_predictions.json, loom_train_mbs*.json and .log, gpu_tests.xml and .txt,
+# attention_benchmark.json, env.txt).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bin=${1:-.devcarry}
@@ -64,6 +67,12 @@ if [ -x "${bin}/loom" ]; then
     grep -E '^\[  (PASSED|FAILED|SKIPPED) ' "${out}/gpu_tests.txt"
     echo '```'; echo
   } >> "${md}"
+  if [ -x "${bin}/attention_gpu_benchmark" ]; then
+    "${bin}/attention_gpu_benchmark" --benchmark_out="${out}/attention_benchmark.json" \
+      --benchmark_out_format=json 2>&1 | tee "${out}/attention_benchmark.txt" || status=1
+    { echo "### Attention kernels (bench/attention_gpu_benchmark)"; echo; echo '```'
+      grep -E '^BM_' "${out}/attention_benchmark.txt"; echo '```'; echo; } >> "${md}"
+  fi
 else
   echo "no Loom build in ${bin} (run scripts/gpu-pack.sh on the build machine)" | tee -a "${md}"
   status=1
@@ -92,7 +101,7 @@ if [ -x "${bin}/loom" ]; then
     mbs=${b%%:*}; gbs=${b##*:}
     timeout "${LOOM_TRAIN_TIMEOUT:-300}" "${bin}/loom" train --backend cuda --model llama-1.3b --synthetic \
       --steps "${LOOM_STEPS:-6}" --mbs "${mbs}" --gbs "${gbs}" --seq 2048 --lr 3e-4 --warmup 2 \
-      --json > "${out}/loom_train_mbs${mbs}.json" 2> "${out}/loom_train_mbs${mbs}.log" || status=1
+      --attention "${LOOM_ATTENTION:-auto}" --json > "${out}/loom_train_mbs${mbs}.json" 2> "${out}/loom_train_mbs${mbs}.log" || status=1
     tail -n 3 "${out}/loom_train_mbs${mbs}.log"
   done
   "${python}" - "${out}" "${batches}" >> "${md}" <<'PY' || status=1

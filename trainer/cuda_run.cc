@@ -23,7 +23,8 @@ core::Status refuse(const char* option, const char* why) {
 
 }  // namespace
 
-core::Status run_cuda_training(const TrainConfig& given, std::ostream* out, TrainSummary* summary) {
+core::Status run_cuda_training(const TrainConfig& given, const std::string& attention, std::ostream* out,
+                               TrainSummary* summary) {
   TrainConfig cfg = given;
   LOOM_RETURN_IF_ERROR(validate_train_config(cfg));
   if (!cfg.save.empty() || cfg.resume) return refuse("--save/--resume", "GPU checkpoints are not written yet");
@@ -48,8 +49,13 @@ core::Status run_cuda_training(const TrainConfig& given, std::ostream* out, Trai
     }
   }
   if (cfg.optim.decay_steps <= 0) cfg.optim.decay_steps = cfg.steps;
+  LOOM_ASSIGN_OR_RETURN(const CudaTransformer::Attention kernels,
+                        CudaTransformer::parse_attention(attention));
   LOOM_ASSIGN_OR_RETURN(std::unique_ptr<CudaTransformer> model,
-                        CudaTransformer::create(spec, cfg.recompute));
+                        CudaTransformer::create(spec, cfg.recompute, kernels));
+  summary->attention_kernels = CudaTransformer::attention_name(model->attention());
+  if (!cfg.quiet && out != nullptr)
+    *out << fmt::format("attention kernels: {}\n", summary->attention_kernels);
   CudaTrainer trainer(std::move(model), cfg.optim, cfg.seed, cfg.init_std);
   if (cfg.guard.enabled && !cfg.quiet && out != nullptr) {
     *out << "note: the spike guard does not run on the CUDA backend yet; every update is applied "

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <ostream>
+#include <string>
 
 #include "core/status.h"
 #include "trainer/train_config.h"
@@ -14,6 +15,8 @@
 
 namespace loom::train {
 
-core::Status run_cuda_training(const TrainConfig& cfg, std::ostream* out, TrainSummary* summary);
+// attention: the --attention value (auto, fused, gemm, flash; CudaTransformer::Attention).
+core::Status run_cuda_training(const TrainConfig& cfg, const std::string& attention, std::ostream* out,
+                               TrainSummary* summary);
 
 }  // namespace loom::train

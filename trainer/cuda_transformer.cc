@@ -107,7 +107,32 @@ core::Result<std::unique_ptr<CudaTransformer>> CudaTransformer::create(const cor
                        "model '{}': head dimension {} exceeds the CUDA attention's {}", spec.name, d,
                        cu::kAttentionMaxHeadDim);
   }
+  if (attention == Attention::kAuto)
+    attention = cu::attention_fused_supported(d) ? Attention::kFused : Attention::kGemm;
+  if (attention == Attention::kFused && !cu::attention_fused_supported(d)) {
+    return core::error(core::ErrorCode::kInvalidArgument,
+                       "--attention fused: model '{}' has head dimension {}; the fused kernels take "
+                       "16, 32, 64 or 128 (use gemm or flash)",
+                       spec.name, d);
+  }
   return std::unique_ptr<CudaTransformer>(new CudaTransformer(spec, attention));
+}
+
+core::Result<CudaTransformer::Attention> CudaTransformer::parse_attention(const std::string& name) {
+  for (const Attention a : {Attention::kAuto, Attention::kFused, Attention::kGemm, Attention::kFlash})
+    if (name == attention_name(a)) return a;
+  return core::error(core::ErrorCode::kInvalidArgument,
+                     "--attention '{}': expected auto, fused, gemm or flash", name);
+}
+
+const char* CudaTransformer::attention_name(Attention a) {
+  switch (a) {
+    case Attention::kAuto: return "auto";
+    case Attention::kFused: return "fused";
+    case Attention::kGemm: return "gemm";
+    case Attention::kFlash: return "flash";
+  }
+  return "?";
 }
 
 CudaTransformer::CudaTransformer(const core::ModelSpec& spec, Attention attention)
@@ -276,7 +301,10 @@ void CudaTransformer::forward(const float* p, const bf16* pb, cudaStream_t st) {
     }
     const float* slopes = spec_.position == core::PositionKind::kAlibi ? alibi_ : nullptr;
     timer_.start(kAttentionPhase, st);
-    if (attention_ == Attention::kGemm) {
+    if (attention_ == Attention::kFused) {
+      cu::attention_fwd_fused(b_, s_, d_.heads, d_.kv_heads, d_.head_dim, k.q, k.k, k.v, slopes, k.o,
+                              k.lse, st);
+    } else if (attention_ == Attention::kGemm) {
       cu::attention_fwd_gemm(gemm_, b_, s_, d_.heads, d_.kv_heads, d_.head_dim, k.q, k.k, k.v, slopes,
                              k.o, k.lse, workspace_, st);
     } else {
@@ -351,7 +379,10 @@ void CudaTransformer::backward(const float* p, const bf16* pb, float* gr, cudaSt
     norm_bwd(dxn_, k.x_mid, o.mlp_norm_w, o.mlp_norm_b, p, gr, k.mean2, k.rstd2, dr_, dr_, st);
     linear_bwd(dr_, k.o, pb, gr, o.wo, o.bo, d_.h, d_.q_dim, dattn_, false, st);
     timer_.start(kAttentionPhase, st);
-    if (attention_ == Attention::kGemm) {
+    if (attention_ == Attention::kFused) {
+      cu::attention_bwd_fused(b_, s_, d_.heads, d_.kv_heads, d_.head_dim, k.q, k.k, k.v, slopes, k.o,
+                              k.lse, dattn_, dq_, dk_, dv_, workspace_, st);
+    } else if (attention_ == Attention::kGemm) {
       cu::attention_bwd_gemm(gemm_, b_, s_, d_.heads, d_.kv_heads, d_.head_dim, k.q, k.k, k.v, slopes,
                              k.o, k.lse, dattn_, dq_, dk_, dv_, workspace_, st);
     } else {

@@ -20,6 +20,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "core/layout.h"
@@ -34,12 +35,18 @@ namespace loom::train {
 
 class CudaTransformer {
  public:
-  // Attention kernels (kernels/cuda/attention.h): batched cuBLASLt GEMMs on tensor cores with
-  // the scores materialised per sequence (default), or the flash kernel on CUDA cores (the
-  // reference: no T x T buffer, about 20x slower on a 1.3B model at seq 2048).
-  enum class Attention { kGemm, kFlash };
+  // Attention kernels (kernels/cuda/attention.h): the fused FlashAttention-2 kernels on tensor
+  // cores (head dims 16, 32, 64, 128), batched cuBLASLt GEMMs with the scores materialised per
+  // sequence, or the flash kernel on CUDA cores (the reference: no T x T buffer, about 20x
+  // slower than the GEMM path on a 1.3B model at seq 2048). kAuto: fused where the head dim
+  // allows, else GEMM.
+  enum class Attention { kAuto, kFused, kGemm, kFlash };
   static core::Result<std::unique_ptr<CudaTransformer>> create(
-      const core::ModelSpec& spec, core::Recompute recompute, Attention attention = Attention::kGemm);
+      const core::ModelSpec& spec, core::Recompute recompute, Attention attention = Attention::kAuto);
+  // "auto", "fused", "gemm", "flash" (the --attention values); an error names the value.
+  static core::Result<Attention> parse_attention(const std::string& name);
+  static const char* attention_name(Attention a);
+  Attention attention() const { return attention_; }
 
   const ParamLayout& layout() const { return layout_; }
 

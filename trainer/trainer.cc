@@ -43,6 +43,7 @@ nlohmann::json TrainSummary::to_json() const {
   if (validation_loss >= 0.0) j["validation_loss"] = validation_loss;
   if (peak_device_bytes > 0) j["peak_device_bytes"] = peak_device_bytes;
   if (!phase_seconds.empty()) j["phase_seconds"] = phase_seconds;
+  if (!attention_kernels.empty()) j["attention_kernels"] = attention_kernels;
   return j;
 }
 

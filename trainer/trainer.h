@@ -53,6 +53,7 @@ struct TrainSummary {
   int64_t peak_rss_bytes = 0;     // the process's maximum resident set
   int64_t peak_device_bytes = 0;  // CUDA backend: most device memory in use (cudaMemGetInfo)
   std::map<std::string, double> phase_seconds;  // CUDA backend: device time per iteration by phase
+  std::string attention_kernels;  // CUDA backend: fused, gemm or flash (kernels/cuda/attention.h)
   std::vector<StepRecord> records;
   nlohmann::json to_json() const;
 };

@@ -338,6 +338,16 @@ std::size_t attention_bwd_workspace_bytes(int64_t b, int64_t t, int64_t hq) {
   return sizeof(float) * static_cast<std::size_t>(b * hq * t);
 }
 
+void attention_delta(int64_t b, int64_t t, int64_t hq, int64_t d, const __nv_bfloat16* out,
+                     const __nv_bfloat16* dout, float* delta, cudaStream_t stream) {
+  const int64_t rows = b * t * hq;
+  constexpr int kDeltaWarps = 8;
+  attention_delta_kernel<<<static_cast<unsigned>((rows + kDeltaWarps - 1) / kDeltaWarps),
+                           kDeltaWarps * 32, 0, stream>>>(rows, t, hq, static_cast<int>(d), out,
+                                                          dout, delta);
+  LOOM_CUDA_CHECK_LAUNCH();
+}
+
 void attention_bwd(int64_t b, int64_t t, int64_t hq, int64_t hkv, int64_t d,
                    const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv_bfloat16* v,
                    const float* alibi_slopes, const __nv_bfloat16* out, const float* lse_bht,
@@ -347,11 +357,7 @@ void attention_bwd(int64_t b, int64_t t, int64_t hq, int64_t hkv, int64_t d,
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   const int di = static_cast<int>(d);
   float* delta = static_cast<float*>(workspace);
-  const int64_t rows = b * t * hq;
-  constexpr int kDeltaWarps = 8;
-  attention_delta_kernel<<<static_cast<unsigned>((rows + kDeltaWarps - 1) / kDeltaWarps),
-                           kDeltaWarps * 32, 0, stream>>>(rows, t, hq, di, out, dout, delta);
-  LOOM_CUDA_CHECK_LAUNCH();
+  attention_delta(b, t, hq, d, out, dout, delta, stream);
 
   const dim3 grid_q(static_cast<unsigned>((t + kBlockRows - 1) / kBlockRows), static_cast<unsigned>(b * hq));
   const std::size_t smem_q = sizeof(float) * (2 * kBlockRows * d + 2 * kTile * (d + 1));
@@ -515,12 +521,7 @@ void attention_bwd_gemm(Gemm& gemm, int64_t b, int64_t t, int64_t hq, int64_t hk
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   const int64_t group = hq / hkv;
   const GemmScratch w = carve(workspace, t, hkv);
-  const int64_t rows = b * t * hq;
-  constexpr int kDeltaWarps = 8;
-  attention_delta_kernel<<<static_cast<unsigned>((rows + kDeltaWarps - 1) / kDeltaWarps),
-                           kDeltaWarps * 32, 0, stream>>>(rows, t, hq, static_cast<int>(d), out,
-                                                         dout, w.delta);
-  LOOM_CUDA_CHECK_LAUNCH();
+  attention_delta(b, t, hq, d, out, dout, w.delta, stream);
   for (int64_t bi = 0; bi < b; ++bi) {
     const __nv_bfloat16* kb = k + bi * t * hkv * d;
     const __nv_bfloat16* vb = v + bi * t * hkv * d;

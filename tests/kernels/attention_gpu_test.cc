@@ -14,6 +14,11 @@
 // most 2^-9 sum_j p_j |v_j| <= 2^-9 max|v| (~8e-3 for N(0, 1) values): atol 1e-2 on out; and dS
 // and P before the backward GEMMs, with dk and dv of a GQA group summed over its query heads in
 // bf16 (one more bf16 rounding per head): atol 2e-2 x max|want| on the gradients.
+//
+// The fused tensor-core path (attention_{fwd,bwd}_fused) rounds P and dS to bf16 like the GEMM
+// path (its dk, dv sum a group's heads in fp32): the GEMM path's tolerances. Its shapes include
+// lengths that are not multiples of its 64-row blocks and 32/64-row tiles, GQA groups of 1, 2
+// and 4, ALiBi, and every head dimension it takes (16, 32, 64, 128).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -60,17 +65,17 @@ std::vector<float> download_bf16(const cuda::DeviceBuffer<__nv_bfloat16>& d) {
   return from_bf16(bits);
 }
 
-enum class Path { kFlash, kGemm };
+enum class Path { kFlash, kGemm, kFused };
 
 void check(const Shape& s, Path path) {
-  const bool gemm_path = path == Path::kGemm;
-  SCOPED_TRACE(::testing::Message() << (gemm_path ? "gemm" : "flash") << " B=" << s.b
+  const bool gemm_path = path == Path::kGemm, fused = path == Path::kFused;
+  SCOPED_TRACE(::testing::Message() << (gemm_path ? "gemm" : fused ? "fused" : "flash") << " B=" << s.b
                                     << " T=" << s.t << " Hq=" << s.hq << " Hkv=" << s.hkv
                                     << " D=" << s.d << " alibi=" << s.alibi);
   cuda::Gemm gemm;
   cuda::DeviceBytes gemm_ws(gemm_path ? cuda::attention_gemm_workspace_bytes(s.b, s.t, s.hq, s.hkv)
                                       : 0);
-  const double out_atol = gemm_path ? 1e-2 : 2e-3, grad_atol = gemm_path ? 2e-2 : 1e-2;
+  const double out_atol = gemm_path || fused ? 1e-2 : 2e-3, grad_atol = gemm_path || fused ? 2e-2 : 1e-2;
   const int64_t nq = s.b * s.t * s.hq * s.d, nkv = s.b * s.t * s.hkv * s.d;
   const std::vector<float> q = random_bf16_values(nq, 1), k = random_bf16_values(nkv, 2),
                            v = random_bf16_values(nkv, 3), dout = random_bf16_values(nq, 4);
@@ -86,7 +91,10 @@ void check(const Shape& s, Path path) {
   auto dslopes = upload(slopes);
   cuda::DeviceBuffer<__nv_bfloat16> dout_gpu(nq);
   cuda::DeviceBuffer<float> dlse(lse_cpu.size());
-  if (gemm_path) {
+  if (fused) {
+    cuda::attention_fwd_fused(s.b, s.t, s.hq, s.hkv, s.d, dq_.get(), dk_.get(), dv_.get(),
+                              s.alibi ? dslopes.get() : nullptr, dout_gpu.get(), dlse.get(), nullptr);
+  } else if (gemm_path) {
     cuda::attention_fwd_gemm(gemm, s.b, s.t, s.hq, s.hkv, s.d, dq_.get(), dk_.get(), dv_.get(),
                              s.alibi ? dslopes.get() : nullptr, dout_gpu.get(), dlse.get(),
                              gemm_ws.get(), nullptr);
@@ -107,7 +115,11 @@ void check(const Shape& s, Path path) {
   cuda::DeviceBuffer<__nv_bfloat16> gdq(nq), gdk(nkv), gdv(nkv);
   cuda::DeviceBytes ws(cuda::attention_bwd_workspace_bytes(s.b, s.t, s.hq));
   auto backward = [&] {
-    if (gemm_path) {
+    if (fused) {
+      cuda::attention_bwd_fused(s.b, s.t, s.hq, s.hkv, s.d, dq_.get(), dk_.get(), dv_.get(),
+                                s.alibi ? dslopes.get() : nullptr, dout_gpu.get(), lse_in.get(),
+                                ddout.get(), gdq.get(), gdk.get(), gdv.get(), ws.get(), nullptr);
+    } else if (gemm_path) {
       cuda::attention_bwd_gemm(gemm, s.b, s.t, s.hq, s.hkv, s.d, dq_.get(), dk_.get(), dv_.get(),
                                s.alibi ? dslopes.get() : nullptr, dout_gpu.get(), lse_in.get(),
                                ddout.get(), gdq.get(), gdk.get(), gdv.get(), gemm_ws.get(),
@@ -144,6 +156,27 @@ TEST(AttentionGpu, GemmPathMatchesCpuForwardAndBackward) {
                          Shape{2, 130, 4, 1, 128, false}, Shape{2, 64, 2, 2, 96, true}}) {
     check(s, Path::kGemm);
   }
+}
+
+TEST(AttentionGpu, FusedPathMatchesCpuForwardAndBackward) {
+  LOOM_REQUIRE_GPU();
+  for (const Shape& s : {Shape{2, 77, 4, 2, 16, false}, Shape{1, 300, 8, 8, 64, true},
+                         Shape{2, 130, 4, 1, 128, false}, Shape{1, 200, 8, 2, 32, true},
+                         Shape{1, 64, 2, 2, 128, true}, Shape{1, 1, 2, 1, 64, false},
+                         Shape{1, 517, 4, 4, 128, false}}) {
+    check(s, Path::kFused);
+  }
+}
+
+TEST(AttentionGpu, FusedPathRejectsWhatItCannotRun) {
+  LOOM_REQUIRE_GPU();
+  EXPECT_FALSE(cuda::attention_fused_supported(96));
+  EXPECT_THROW(cuda::attention_fwd_fused(1, 8, 2, 2, 96, nullptr, nullptr, nullptr, nullptr, nullptr,
+                                         nullptr, nullptr),
+               std::invalid_argument);
+  EXPECT_THROW(cuda::attention_fwd_fused(1, 8, 3, 2, 64, nullptr, nullptr, nullptr, nullptr, nullptr,
+                                         nullptr, nullptr),
+               std::invalid_argument);
 }
 
 TEST(AttentionGpu, RejectsBadShapes) {

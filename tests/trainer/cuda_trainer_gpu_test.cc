@@ -74,9 +74,11 @@ OptimizerConfig optimizer() {
 TEST(CudaTrainer, FiftyStepsTrackTheCpuTrainer) {
   LOOM_REQUIRE_GPU();
   using Attention = CudaTransformer::Attention;
-  for (const Attention attention : {Attention::kGemm, Attention::kFlash})
+  for (const Attention attention : {Attention::kFused, Attention::kGemm, Attention::kFlash})
   for (const char* name : {"tiny-llama", "tiny-qwen", "tiny-bloom", "tiny-gpt"}) {
-    const char* path = attention == Attention::kGemm ? "gemm attention" : "flash attention";
+    const char* path = attention == Attention::kFused  ? "fused attention"
+                       : attention == Attention::kGemm ? "gemm attention"
+                                                       : "flash attention";
     SCOPED_TRACE(::testing::Message() << name << ", " << path);
     const core::ModelSpec spec = core::load_model(name).value();
     const OptimizerConfig cfg = optimizer();
@@ -152,6 +154,29 @@ TEST(CudaTrainer, RefusesRecomputeItDoesNotImplement) {
   auto m = CudaTransformer::create(spec, core::Recompute::kFull);
   ASSERT_FALSE(m.ok());
   EXPECT_NE(m.status().message().find("allowed: none"), std::string::npos) << m.status().message();
+}
+
+TEST(CudaTrainer, AttentionChoiceIsCheckedByName) {
+  core::ModelSpec spec = core::load_model("tiny-llama").value();
+  using Attention = CudaTransformer::Attention;
+  auto bad = CudaTransformer::parse_attention("fast");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("'fast': expected auto, fused, gemm or flash"), std::string::npos)
+      << bad.status().message();
+  EXPECT_EQ(CudaTransformer::parse_attention("gemm").value(), Attention::kGemm);
+  core::ModelSpec wide = spec;
+  wide.head_dim = 96;
+  auto fused = CudaTransformer::create(wide, core::Recompute::kNone, Attention::kFused);
+  ASSERT_FALSE(fused.ok());
+  EXPECT_NE(fused.status().message().find("head dimension 96"), std::string::npos) << fused.status().message();
+  // A model that is created allocates on the device.
+  LOOM_REQUIRE_GPU();
+  auto automatic = CudaTransformer::create(spec, core::Recompute::kNone, Attention::kAuto);
+  ASSERT_TRUE(automatic.ok());
+  EXPECT_EQ(automatic.value()->attention(), Attention::kFused);  // head dim 16
+  auto fallback = CudaTransformer::create(wide, core::Recompute::kNone, Attention::kAuto);
+  ASSERT_TRUE(fallback.ok());
+  EXPECT_EQ(fallback.value()->attention(), Attention::kGemm);
 }
 
 }  // namespace
