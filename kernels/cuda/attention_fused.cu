@@ -101,8 +101,30 @@ __device__ inline void accumulators_to_a(uint32_t (&a)[4], const float (&c)[kBlo
   a[3] = pack_bf16(c[2 * kk + 1][2], c[2 * kk + 1][3]);
 }
 
-// Copies rows [row0, row0 + rows) of one head of a [B, T, H, D] bf16 tensor into shared memory
-// (row stride D + kPad) in 16-byte pieces; rows at or past T are zero.
+// Asynchronous global -> shared copies (cp.async, sm_80+): `bytes` bytes, or zeros when !valid
+// (the source is then not read). A group is what was issued since the last commit; wait<N>
+// returns when at most the N most recent groups are still in flight.
+__device__ inline void cp_async16(void* dst, const void* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_address(dst)), "l"(src),
+               "r"(valid ? 16 : 0)
+               : "memory");
+}
+
+__device__ inline void cp_async4(void* dst, const void* src, bool valid) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_address(dst)), "l"(src),
+               "r"(valid ? 4 : 0)
+               : "memory");
+}
+
+__device__ inline void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+
+template <int N>
+__device__ inline void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+// Starts copying rows [row0, row0 + kRows) of one head of a [B, T, H, D] bf16 tensor into shared
+// memory (row stride D + kPad) in 16-byte pieces; rows at or past T become zeros.
 template <int D, int kRows>
 __device__ inline void load_tile(bf16* dst, const bf16* __restrict__ src, int64_t b, int64_t t,
                                  int64_t heads, int64_t head, int64_t row0) {
@@ -113,9 +135,9 @@ __device__ inline void load_tile(bf16* dst, const bf16* __restrict__ src, int64_
     if ((kRows * kPieces) % kThreads != 0 && idx >= kRows * kPieces) break;
     const int r = idx / kPieces, c = idx % kPieces;
     const int64_t i = row0 + r;
-    uint4 piece = make_uint4(0, 0, 0, 0);
-    if (i < t) piece = *reinterpret_cast<const uint4*>(src + ((b * t + i) * heads + head) * D + c * 8);
-    *reinterpret_cast<uint4*>(dst + r * (D + kPad) + c * 8) = piece;
+    const bool valid = i < t;
+    cp_async16(dst + r * (D + kPad) + c * 8,
+               valid ? src + ((b * t + i) * heads + head) * D + c * 8 : src, valid);
   }
 }
 
@@ -158,15 +180,26 @@ __global__ void __launch_bounds__(kThreads)
   constexpr int kLd = D + kPad, kSlabs = D / 16, kNd = D / 8, kNb = kKeyTile / 8;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   bf16* qs = reinterpret_cast<bf16*>(smem_raw);
-  bf16* ks = qs + kBlockRows * kLd;
-  bf16* vs = ks + kKeyTile * kLd;
+  bf16* kv = qs + kBlockRows * kLd;  // two buffers of [K tile; V tile]
   const int64_t b = blockIdx.y / hq, h = blockIdx.y % hq, g = h / (hq / hkv);
   const int64_t i0 = static_cast<int64_t>(gridDim.x - 1 - blockIdx.x) * kBlockRows;  // longest first
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, quad_col = 2 * (lane & 3);
   const float slope = slopes != nullptr ? slopes[h] : 0.0f;
   const int64_t row[2] = {i0 + warp * 16 + lane / 4, i0 + warp * 16 + lane / 4 + 8};
+  const int64_t block_last = (i0 + kBlockRows < t ? i0 + kBlockRows : t) - 1;
+  const int64_t warp_last = i0 + warp * 16 + 15;
+  const int64_t tiles = block_last / kKeyTile + 1;
+  auto fetch = [&](int64_t n) {  // key tile n into buffer n % 2
+    bf16* dst = kv + (n & 1) * 2 * kKeyTile * kLd;
+    load_tile<D, kKeyTile>(dst, k, b, t, hkv, g, n * kKeyTile);
+    load_tile<D, kKeyTile>(dst + kKeyTile * kLd, v, b, t, hkv, g, n * kKeyTile);
+  };
 
   load_tile<D, kBlockRows>(qs, q, b, t, hq, h, i0);
+  cp_async_commit();
+  fetch(0);
+  cp_async_commit();
+  cp_async_wait<1>();  // q is in
   __syncthreads();
   uint32_t qa[kSlabs][4];
 #pragma unroll
@@ -177,12 +210,14 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
   for (int nd = 0; nd < kNd; ++nd) o[nd][0] = o[nd][1] = o[nd][2] = o[nd][3] = 0.0f;
 
-  const int64_t block_last = (i0 + kBlockRows < t ? i0 + kBlockRows : t) - 1;
-  const int64_t warp_last = i0 + warp * 16 + 15;
-  for (int64_t j0 = 0; j0 <= block_last; j0 += kKeyTile) {
-    __syncthreads();  // the previous tile is consumed
-    load_tile<D, kKeyTile>(ks, k, b, t, hkv, g, j0);
-    load_tile<D, kKeyTile>(vs, v, b, t, hkv, g, j0);
+  for (int64_t n = 0; n < tiles; ++n) {
+    const int64_t j0 = n * kKeyTile;
+    const bf16* ks = kv + (n & 1) * 2 * kKeyTile * kLd;
+    const bf16* vs = ks + kKeyTile * kLd;
+    __syncthreads();  // tile n - 1 is consumed: its buffer may be refilled
+    if (n + 1 < tiles) fetch(n + 1);
+    cp_async_commit();
+    cp_async_wait<1>();  // tile n is in
     __syncthreads();
     if (j0 > warp_last) continue;  // every key after every row of this warp (warp-uniform)
 
@@ -270,8 +305,7 @@ __global__ void __launch_bounds__(kThreads)
   extern __shared__ __align__(16) unsigned char smem_raw[];
   bf16* qs = reinterpret_cast<bf16*>(smem_raw);
   bf16* dos = qs + kBlockRows * kLd;
-  bf16* ks = dos + kBlockRows * kLd;
-  bf16* vs = ks + kKeyTile * kLd;
+  bf16* kv = dos + kBlockRows * kLd;  // two buffers of [K tile; V tile]
   const int64_t b = blockIdx.y / hq, h = blockIdx.y % hq, g = h / (hq / hkv);
   const int64_t i0 = static_cast<int64_t>(gridDim.x - 1 - blockIdx.x) * kBlockRows;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, quad_col = 2 * (lane & 3);
@@ -284,8 +318,20 @@ __global__ void __launch_bounds__(kThreads)
     row_delta[r] = row[r] < t ? delta[(b * hq + h) * t + row[r]] : 0.0f;
   }
 
+  const int64_t block_last = (i0 + kBlockRows < t ? i0 + kBlockRows : t) - 1;
+  const int64_t warp_last = i0 + warp * 16 + 15;
+  const int64_t tiles = block_last / kKeyTile + 1;
+  auto fetch = [&](int64_t n) {  // key tile n into buffer n % 2
+    bf16* dst = kv + (n & 1) * 2 * kKeyTile * kLd;
+    load_tile<D, kKeyTile>(dst, k, b, t, hkv, g, n * kKeyTile);
+    load_tile<D, kKeyTile>(dst + kKeyTile * kLd, v, b, t, hkv, g, n * kKeyTile);
+  };
   load_tile<D, kBlockRows>(qs, q, b, t, hq, h, i0);
   load_tile<D, kBlockRows>(dos, dout, b, t, hq, h, i0);
+  cp_async_commit();
+  fetch(0);
+  cp_async_commit();
+  cp_async_wait<1>();  // q and dout are in
   __syncthreads();
   uint32_t qa[kSlabs][4];
 #pragma unroll
@@ -294,12 +340,14 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
   for (int nd = 0; nd < kNd; ++nd) acc[nd][0] = acc[nd][1] = acc[nd][2] = acc[nd][3] = 0.0f;
 
-  const int64_t block_last = (i0 + kBlockRows < t ? i0 + kBlockRows : t) - 1;
-  const int64_t warp_last = i0 + warp * 16 + 15;
-  for (int64_t j0 = 0; j0 <= block_last; j0 += kKeyTile) {
-    __syncthreads();
-    load_tile<D, kKeyTile>(ks, k, b, t, hkv, g, j0);
-    load_tile<D, kKeyTile>(vs, v, b, t, hkv, g, j0);
+  for (int64_t n = 0; n < tiles; ++n) {
+    const int64_t j0 = n * kKeyTile;
+    const bf16* ks = kv + (n & 1) * 2 * kKeyTile * kLd;
+    const bf16* vs = ks + kKeyTile * kLd;
+    __syncthreads();  // tile n - 1 is consumed
+    if (n + 1 < tiles) fetch(n + 1);
+    cp_async_commit();
+    cp_async_wait<1>();
     __syncthreads();
     if (j0 > warp_last) continue;
 
@@ -364,36 +412,53 @@ __global__ void __launch_bounds__(kThreads)
   extern __shared__ __align__(16) unsigned char smem_raw[];
   bf16* ks = reinterpret_cast<bf16*>(smem_raw);
   bf16* vs = ks + kBlockRows * kLd;
-  bf16* qs = vs + kBlockRows * kLd;
-  bf16* dos = qs + kQueryTile * kLd;
-  float* lse_s = reinterpret_cast<float*>(dos + kQueryTile * kLd);
-  float* delta_s = lse_s + kQueryTile;
+  // Two buffers of [Q tile; dO tile; lse (kQueryTile floats); delta (kQueryTile floats)].
+  constexpr int kBufferElems = 2 * kQueryTile * kLd + 4 * kQueryTile;
+  bf16* qbuf = vs + kBlockRows * kLd;
   const int64_t b = blockIdx.y / hkv, g = blockIdx.y % hkv, group = hq / hkv;
   const int64_t j0 = static_cast<int64_t>(blockIdx.x) * kBlockRows;  // the longest first
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, quad_col = 2 * (lane & 3);
   const int64_t key[2] = {j0 + warp * 16 + lane / 4, j0 + warp * 16 + lane / 4 + 8};
   const int64_t warp_first = j0 + warp * 16;
+  // The query tiles: for each query head of the group, rows j0, j0 + kQueryTile, ... < T.
+  const int64_t per_head = (t - j0 + kQueryTile - 1) / kQueryTile, tiles = group * per_head;
+  auto fetch = [&](int64_t n) {  // query tile n into buffer n % 2
+    const int64_t h = g * group + n / per_head, i0 = j0 + (n % per_head) * kQueryTile;
+    bf16* dst = qbuf + (n & 1) * kBufferElems;
+    load_tile<D, kQueryTile>(dst, q, b, t, hq, h, i0);
+    load_tile<D, kQueryTile>(dst + kQueryTile * kLd, dout, b, t, hq, h, i0);
+    float* stats = reinterpret_cast<float*>(dst + 2 * kQueryTile * kLd);
+    if (threadIdx.x < 2 * kQueryTile) {
+      const int c = threadIdx.x % kQueryTile;
+      const int64_t i = i0 + c;
+      const float* src = threadIdx.x < kQueryTile ? lse : delta;
+      cp_async4(stats + threadIdx.x, i < t ? src + (b * hq + h) * t + i : src, i < t);
+    }
+  };
 
   load_tile<D, kBlockRows>(ks, k, b, t, hkv, g, j0);
   load_tile<D, kBlockRows>(vs, v, b, t, hkv, g, j0);
+  cp_async_commit();
+  fetch(0);
+  cp_async_commit();
   float dk_acc[kNd][4], dv_acc[kNd][4];
 #pragma unroll
   for (int nd = 0; nd < kNd; ++nd)
 #pragma unroll
     for (int e = 0; e < 4; ++e) dk_acc[nd][e] = dv_acc[nd][e] = 0.0f;
 
-  for (int64_t hh = 0; hh < group; ++hh) {
-    const int64_t h = g * group + hh;
-    const float slope = slopes != nullptr ? slopes[h] : 0.0f;
-    for (int64_t i0 = j0; i0 < t; i0 += kQueryTile) {
-      __syncthreads();  // the previous tile is consumed (and, first time, k and v are loaded)
-      load_tile<D, kQueryTile>(qs, q, b, t, hq, h, i0);
-      load_tile<D, kQueryTile>(dos, dout, b, t, hq, h, i0);
-      if (threadIdx.x < kQueryTile) {
-        const int64_t i = i0 + threadIdx.x;
-        lse_s[threadIdx.x] = i < t ? lse[(b * hq + h) * t + i] : 0.0f;
-        delta_s[threadIdx.x] = i < t ? delta[(b * hq + h) * t + i] : 0.0f;
-      }
+  {
+    for (int64_t n = 0; n < tiles; ++n) {
+      const int64_t h = g * group + n / per_head, i0 = j0 + (n % per_head) * kQueryTile;
+      const float slope = slopes != nullptr ? slopes[h] : 0.0f;
+      const bf16* qs = qbuf + (n & 1) * kBufferElems;
+      const bf16* dos = qs + kQueryTile * kLd;
+      const float* lse_s = reinterpret_cast<const float*>(dos + kQueryTile * kLd);
+      const float* delta_s = lse_s + kQueryTile;
+      __syncthreads();  // tile n - 1 is consumed: its buffer may be refilled
+      if (n + 1 < tiles) fetch(n + 1);
+      cp_async_commit();
+      cp_async_wait<1>();  // k, v and tile n are in
       __syncthreads();
       if (i0 + kQueryTile - 1 < warp_first) continue;  // every query before every key of the warp
 
@@ -502,7 +567,7 @@ void attention_fwd_fused(int64_t b, int64_t t, int64_t hq, int64_t hkv, int64_t 
   check_fused_shape(b, t, hq, hkv, d, ptrs, 4);
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   const dim3 grid(static_cast<unsigned>((t + kBlockRows - 1) / kBlockRows), static_cast<unsigned>(b * hq));
-  const std::size_t smem = tile_bytes(kBlockRows, d) + 2 * tile_bytes(kKeyTile, d);
+  const std::size_t smem = tile_bytes(kBlockRows, d) + 4 * tile_bytes(kKeyTile, d);  // q; 2 x (k, v)
   dispatch_head_dim(d, [&](auto dim) {
     launch(fused_fwd_kernel<decltype(dim)::value>, grid, smem, stream, t, hq, hkv, scale, q, k, v,
            alibi_slopes, out, lse_bht);
@@ -519,9 +584,10 @@ void attention_bwd_fused(int64_t b, int64_t t, int64_t hq, int64_t hkv, int64_t 
   float* delta = static_cast<float*>(workspace);
   attention_delta(b, t, hq, d, out, dout, delta, stream);
   const unsigned tiles = static_cast<unsigned>((t + kBlockRows - 1) / kBlockRows);
-  const std::size_t smem_q = 2 * tile_bytes(kBlockRows, d) + 2 * tile_bytes(kKeyTile, d);
-  const std::size_t smem_kv =
-      2 * tile_bytes(kBlockRows, d) + 2 * tile_bytes(kQueryTile, d) + 2 * kQueryTile * sizeof(float);
+  // dq: q, dout; 2 x (k, v). dk, dv: k, v; 2 x (q, dout, lse, delta).
+  const std::size_t smem_q = 2 * tile_bytes(kBlockRows, d) + 4 * tile_bytes(kKeyTile, d);
+  const std::size_t smem_kv = 2 * tile_bytes(kBlockRows, d) +
+                              2 * (2 * tile_bytes(kQueryTile, d) + 2 * kQueryTile * sizeof(float));
   dispatch_head_dim(d, [&](auto dim) {
     constexpr int D = decltype(dim)::value;
     launch(fused_dq_kernel<D>, dim3(tiles, static_cast<unsigned>(b * hq)), smem_q, stream, t, hq,

@@ -162,7 +162,7 @@ TEST(AttentionGpu, FusedPathMatchesCpuForwardAndBackward) {
   LOOM_REQUIRE_GPU();
   for (const Shape& s : {Shape{2, 77, 4, 2, 16, false}, Shape{1, 300, 8, 8, 64, true},
                          Shape{2, 130, 4, 1, 128, false}, Shape{1, 200, 8, 2, 32, true},
-                         Shape{1, 64, 2, 2, 128, true}, Shape{1, 1, 2, 1, 64, false},
+                         Shape{1, 64, 2, 2, 128, true}, Shape{1, 3, 2, 1, 64, false},
                          Shape{1, 517, 4, 4, 128, false}}) {
     check(s, Path::kFused);
   }
