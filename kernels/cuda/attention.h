@@ -51,7 +51,8 @@ void attention_bwd(int64_t b, int64_t t, int64_t hq, int64_t hkv, int64_t d,
 // The same attention (shapes, conventions, outputs) as one FlashAttention-2 kernel per pass on
 // tensor cores (mma.sync m16n8k16, bf16 in, fp32 accumulate; Dao 2023): the scores never leave
 // registers, only the log-sum-exp is kept. Forward: 64 queries per block, 64-key tiles, the
-// online softmax of numerics.h. Backward: delta, then one kernel for dq (query blocks over key
+// online softmax of numerics.h in base 2 (one exp2f per probability, as FlashAttention does).
+// Tiles stream through shared memory double-buffered with cp.async. Backward: delta, then one kernel for dq (query blocks over key
 // tiles) and one for dk, dv (key blocks over the query tiles of every query head of the GQA
 // group), so that each gradient element is summed by one thread in a fixed order: deterministic,
 // no atomics. P and dS are rounded to bf16 before their products, as in the GEMM path; dk and dv

@@ -8,10 +8,11 @@
 // layout of P for the next product (Dao 2023, section 3.3). Row statistics (max, sum) need only
 // the 4 lanes of a quad (__shfl_xor_sync 1, 2). Tiles of the streamed operand live in shared
 // memory with rows padded by 16 bytes, so that ldmatrix reads 8 rows without bank conflicts;
-// B operands come from ldmatrix (.trans where the product needs the tile's columns as k).
+// B operands come from ldmatrix (.trans where the product needs the tile's columns as k). The
+// streamed tiles are double-buffered: tile n + 1 is copied with cp.async while tile n is used.
 //
 //   forward: block = 64 queries of one (batch, query head); key tiles of 64 up to the diagonal;
-//            O += P V with the online softmax of numerics.h; out = O / l, lse = m + log l.
+//            O += P V with numerics.h's online softmax in base 2; out = O / l, lse = m + log l.
 //   dq:      block = 64 queries; key tiles of 64: S, P = exp(S - lse), dP = dO V^T,
 //            dS = P (dP - delta), dq += dS K.
 //   dk, dv:  block = 64 keys of one (batch, kv head); every query head of the group, query tiles
@@ -42,6 +43,20 @@ constexpr int kKeyTile = 64;       // keys per streamed tile (forward, dq)
 constexpr int kQueryTile = 32;     // queries per streamed tile (dk, dv)
 constexpr int kPad = 8;            // bf16 elements of padding per shared-memory row
 constexpr unsigned kFullMask = 0xffffffffu;
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+
+// Scores are kept in base-2 units (s log2 e), so that each probability is one exp2f (the
+// MUFU.EX2 instruction and its denormal fix-up) rather than expf's range reduction around it,
+// as FlashAttention does: p = 2^(s log2 e - m2) = e^(s - m). The online-softmax update of
+// numerics.h in base 2: raises m2 to cover block_max, returns 2^(old - new), 0 when nothing
+// was seen yet.
+__device__ inline float online_softmax_rescale2(float& running_max, float block_max) {
+  const float new_max = fmaxf(running_max, block_max);
+  const float factor = running_max == negative_infinity<float>() ? 0.0f : exp2f(running_max - new_max);
+  running_max = new_max;
+  return factor;
+}
 
 __device__ inline uint32_t smem_address(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
@@ -184,7 +199,7 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t b = blockIdx.y / hq, h = blockIdx.y % hq, g = h / (hq / hkv);
   const int64_t i0 = static_cast<int64_t>(gridDim.x - 1 - blockIdx.x) * kBlockRows;  // longest first
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, quad_col = 2 * (lane & 3);
-  const float slope = slopes != nullptr ? slopes[h] : 0.0f;
+  const float slope2 = (slopes != nullptr ? slopes[h] : 0.0f) * kLog2e, scale2 = scale * kLog2e;
   const int64_t row[2] = {i0 + warp * 16 + lane / 4, i0 + warp * 16 + lane / 4 + 8};
   const int64_t block_last = (i0 + kBlockRows < t ? i0 + kBlockRows : t) - 1;
   const int64_t warp_last = i0 + warp * 16 + 15;
@@ -241,7 +256,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int64_t i = row[e >> 1], j = j0 + nb * 8 + quad_col + (e & 1);
-        const float x = j <= i ? sc[nb][e] * scale - slope * static_cast<float>(i - j)
+        const float x = j <= i ? fmaf(sc[nb][e], scale2, -slope2 * static_cast<float>(i - j))
                                : negative_infinity<float>();
         sc[nb][e] = x;
         tile_max[e >> 1] = fmaxf(tile_max[e >> 1], x);
@@ -249,12 +264,12 @@ __global__ void __launch_bounds__(kThreads)
     }
     float factor[2], tile_sum[2] = {0.0f, 0.0f};
 #pragma unroll
-    for (int r = 0; r < 2; ++r) factor[r] = online_softmax_rescale(m[r], quad_max(tile_max[r]));
+    for (int r = 0; r < 2; ++r) factor[r] = online_softmax_rescale2(m[r], quad_max(tile_max[r]));
 #pragma unroll
     for (int nb = 0; nb < kNb; ++nb) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const float p = sc[nb][e] == negative_infinity<float>() ? 0.0f : expf(sc[nb][e] - m[e >> 1]);
+        const float p = sc[nb][e] == negative_infinity<float>() ? 0.0f : exp2f(sc[nb][e] - m[e >> 1]);
         sc[nb][e] = p;
         tile_sum[e >> 1] += p;
       }
@@ -289,7 +304,7 @@ __global__ void __launch_bounds__(kThreads)
   if ((lane & 3) == 0) {
 #pragma unroll
     for (int r = 0; r < 2; ++r)
-      if (row[r] < t) lse[(b * hq + h) * t + row[r]] = m[r] + logf(sum[r]);
+      if (row[r] < t) lse[(b * hq + h) * t + row[r]] = m[r] * kLn2 + logf(sum[r]);
   }
 }
 
@@ -309,12 +324,12 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t b = blockIdx.y / hq, h = blockIdx.y % hq, g = h / (hq / hkv);
   const int64_t i0 = static_cast<int64_t>(gridDim.x - 1 - blockIdx.x) * kBlockRows;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, quad_col = 2 * (lane & 3);
-  const float slope = slopes != nullptr ? slopes[h] : 0.0f;
+  const float slope2 = (slopes != nullptr ? slopes[h] : 0.0f) * kLog2e, scale2 = scale * kLog2e;
   const int64_t row[2] = {i0 + warp * 16 + lane / 4, i0 + warp * 16 + lane / 4 + 8};
-  float row_lse[2], row_delta[2];
+  float row_lse2[2], row_delta[2];  // lse in base-2 units
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
-    row_lse[r] = row[r] < t ? lse[(b * hq + h) * t + row[r]] : 0.0f;
+    row_lse2[r] = row[r] < t ? lse[(b * hq + h) * t + row[r]] * kLog2e : 0.0f;
     row_delta[r] = row[r] < t ? delta[(b * hq + h) * t + row[r]] : 0.0f;
   }
 
@@ -378,8 +393,9 @@ __global__ void __launch_bounds__(kThreads)
       for (int e = 0; e < 4; ++e) {
         const int r = e >> 1;
         const int64_t i = row[r], j = j0 + nb * 8 + quad_col + (e & 1);
-        const float p = j <= i ? expf(sc[nb][e] * scale - slope * static_cast<float>(i - j) - row_lse[r])
-                               : 0.0f;
+        const float p =
+            j <= i ? exp2f(fmaf(sc[nb][e], scale2, -fmaf(slope2, static_cast<float>(i - j), row_lse2[r])))
+                   : 0.0f;
         sc[nb][e] = p * (dp[nb][e] - row_delta[r]);
       }
     }
@@ -450,7 +466,7 @@ __global__ void __launch_bounds__(kThreads)
   {
     for (int64_t n = 0; n < tiles; ++n) {
       const int64_t h = g * group + n / per_head, i0 = j0 + (n % per_head) * kQueryTile;
-      const float slope = slopes != nullptr ? slopes[h] : 0.0f;
+      const float slope2 = (slopes != nullptr ? slopes[h] : 0.0f) * kLog2e, scale2 = scale * kLog2e;
       const bf16* qs = qbuf + (n & 1) * kBufferElems;
       const bf16* dos = qs + kQueryTile * kLd;
       const float* lse_s = reinterpret_cast<const float*>(dos + kQueryTile * kLd);
@@ -491,7 +507,8 @@ __global__ void __launch_bounds__(kThreads)
           const int c = nb * 8 + quad_col + (e & 1);
           const int64_t j = key[e >> 1], i = i0 + c;
           const float p = j <= i && i < t
-                              ? expf(sc[nb][e] * scale - slope * static_cast<float>(i - j) - lse_s[c])
+                              ? exp2f(fmaf(sc[nb][e], scale2,
+                                           -fmaf(slope2, static_cast<float>(i - j), lse_s[c] * kLog2e)))
                               : 0.0f;
           sc[nb][e] = p;
           dp[nb][e] = p * (dp[nb][e] - delta_s[c]);
