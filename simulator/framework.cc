@@ -216,6 +216,13 @@ const FrameworkTraits kTraits[] = {
         .allocator_reserve_fraction = 0.0,  // no caching allocator: fixed arenas
         // Loom's trainer: collectives on the compute stream (no overlap yet).
         .tp_comm_overlap = 0.0, .dp_comm_overlap = 0.0, .iteration_overhead_s = 0.0,
+        // Loom's fused attention (kernels/cuda/attention_fused.cu, mma.sync at 12.5% occupancy)
+        // against the profile's reference (cuDNN's fused SDPA): measured on one H200 on
+        // 2026-11-28 by bench/attention_gpu_benchmark at the 1.3 B Llama's shapes, 146 / 113
+        // TFLOP/s forward / backward against h200-1gpu's 598 / 452 (0.245, 0.251;
+        // tests/data/calibration/h200-loom-attention-2026-11-28.json, checked in
+        // tests/sim/calibration_test.cc). Not measured on other GPUs.
+        .attention_efficiency_scale = 0.25,
         .tied_copy_optimizer_saved = false,
     },
 };

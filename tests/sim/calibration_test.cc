@@ -10,6 +10,7 @@
 
 #include "core/cluster_profile.h"
 #include "simulator/compute_model.h"
+#include "simulator/framework.h"
 
 namespace loom::sim {
 namespace {
@@ -80,6 +81,34 @@ TEST(Calibration, RejectsMissingFieldsAndUnknownBackends) {
   EXPECT_NE(m.status().message().find("'triton'"), std::string::npos);
   m = measurements_from_json(nlohmann::json::object(), "default");
   EXPECT_FALSE(m.ok());
+}
+
+// The loom framework's attention trait (simulator/framework.cc) against what it was set from:
+// Loom's fused attention kernels timed by bench/attention_gpu_benchmark on the H200
+// (2026-11-28) at the 1.3 B Llama's shape, B 8, T 2048, 16 heads of 128. The simulator's
+// attention op (causal FLOPs at the profile's efficiency, divided by the framework's scale)
+// must give each measured time within 5%; a change of the trait or of the profile's attention
+// efficiencies without new measurements fails here.
+TEST(Calibration, LoomAttentionScaleReproducesItsKernelBenchmark) {
+  std::ifstream in(std::string(LOOM_TEST_DATA_DIR) + "/calibration/h200-loom-attention-2026-11-28.json");
+  ASSERT_TRUE(in.good());
+  const nlohmann::json j = nlohmann::json::parse(in);
+  const ComputeModel model(h200(), core::Precision::kBf16);
+  const double scale = framework_traits(Framework::kLoom).attention_efficiency_scale;
+  const double fwd_flops = 4.0 * 8 * 2048.0 * 2048.0 * 16 * 128 / 2;  // causal half
+  int checked = 0;
+  for (const auto& r : j["benchmarks"]) {
+    const std::string name = r["name"];
+    const bool fwd = name.rfind("BM_Attention/0/0/8/16/16/", 0) == 0;
+    const bool bwd = name.rfind("BM_Attention/0/1/8/16/16/", 0) == 0;
+    if (!fwd && !bwd) continue;
+    ASSERT_EQ(r["time_unit"], "ms");
+    const double measured = r["real_time"].get<double>() / 1e3;
+    const double predicted = model.attention_time_s(bwd ? 2.5 * fwd_flops : fwd_flops, bwd) / scale;
+    EXPECT_NEAR(predicted / measured, 1.0, 0.05) << name << ": predicted " << predicted << " s, measured " << measured << " s";
+    ++checked;
+  }
+  EXPECT_EQ(checked, 2);
 }
 
 }  // namespace

@@ -78,12 +78,19 @@ TEST(StepTime, OneGpuIsMicrobatchesTimesForwardBackwardPlusOptimizer) {
   auto in = input("llama-7b", "dgx-a100-80gb", layout(1, 1, 1, 1, 4));
   auto r = simulate_step(in);
   ASSERT_TRUE(r.ok()) << r.status().message();
-  // Recompute the forward + backward of one micro-batch from the op lists.
+  // Recompute the forward + backward of one micro-batch from the op lists, each kernel at the
+  // framework's rate relative to the profile's reference kernels.
   const ComputeModel compute(in.cluster, in.layout.precision);
+  const FrameworkTraits& fw = framework_traits(in.framework);
   OpOptions o;
   double per_mb = 0;
   auto add = [&](const std::vector<Op>& ops) {
-    for (const auto& op : ops) per_mb += compute.op_time_s(op);
+    for (const auto& op : ops) {
+      const double scale = op.kind == OpKind::kGemm        ? fw.gemm_efficiency_scale
+                           : op.kind == OpKind::kAttention ? fw.attention_efficiency_scale
+                                                           : 1.0;
+      per_mb += compute.op_time_s(op) / scale;
+    }
   };
   for (int i = 0; i < 32; ++i) {
     add(block_forward_ops(in.model, in.layout, o));
