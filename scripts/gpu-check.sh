@@ -35,7 +35,7 @@ export LD_LIBRARY_PATH="${PWD}/${bin}/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PAT
 export PYTHONUNBUFFERED=1
 export LOOM_DATA_DIR="${PWD}"   # model presets and cluster profiles of this checkout
 python=${PYTHON:-python3}
-batches="${BATCHES:-4:16,8:16}"   # mbs:gbs pairs for steps 3-5
+batches="${BATCHES:-4:16,8:16,16:16}"   # mbs:gbs pairs for steps 3-5
 status=0
 md="${out}/gpu-check.md"
 step() { echo; echo "== $* =="; }

@@ -4,6 +4,8 @@
 #include <sys/resource.h>
 
 #include <chrono>
+#include <random>
+#include <sstream>
 
 #include <fmt/format.h>
 
@@ -27,7 +29,6 @@ core::Status run_cuda_training(const TrainConfig& given, const std::string& atte
                                TrainSummary* summary) {
   TrainConfig cfg = given;
   LOOM_RETURN_IF_ERROR(validate_train_config(cfg));
-  if (!cfg.save.empty() || cfg.resume) return refuse("--save/--resume", "GPU checkpoints are not written yet");
   if (cfg.eval_interval > 0) return refuse("--eval-interval", "evaluation runs at the end only");
   if (cfg.debug_nan_grad_at > 0 || !cfg.debug_loss_spike_at.empty() || cfg.debug_kill_at > 0)
     return refuse("--debug-*", "fault injection is a CPU-backend test aid");
@@ -64,15 +65,57 @@ core::Status run_cuda_training(const TrainConfig& given, const std::string& atte
 
   const int64_t micro = cfg.gbs / cfg.mbs;
   const double tokens = static_cast<double>(cfg.gbs * cfg.seq);
+  // Checkpoints: the CPU trainer's format (trainer_checkpoint.cc). The guard does not run here,
+  // so its state is the untouched one; the RNG is the seed's (the CPU trainer draws from it
+  // only to initialise weights).
+  int64_t done = 0, consumed = 0;
+  auto save = [&](const char* why) -> core::Status {
+    TrainerState st;
+    st.step = done;
+    st.consumed_samples = consumed;
+    st.adam_updates = trainer.updates();
+    st.data_state = data->state();
+    st.guard_state = SpikeGuard(cfg.guard).state();
+    std::ostringstream rng;
+    rng << std::mt19937_64(cfg.seed);
+    st.rng = rng.str();
+    st.params = trainer.params();
+    st.exp_avg = trainer.exp_avg();
+    st.exp_avg_sq = trainer.exp_avg_sq();
+    return save_trainer_state(cfg, spec, st, why);
+  };
+  if (cfg.resume) {
+    std::vector<std::string> warnings;
+    std::string origin;
+    auto loaded = load_trainer_state(cfg, spec, &warnings, &origin);
+    for (const auto& w : warnings)
+      if (out != nullptr) *out << "warning: " << w << "\n";
+    if (loaded.ok()) {
+      trainer.restore(loaded->params, loaded->exp_avg, loaded->exp_avg_sq, loaded->adam_updates);
+      LOOM_RETURN_IF_ERROR(data->restore(loaded->data_state).with_context(origin));
+      done = loaded->step;
+      consumed = loaded->consumed_samples;
+      if (out != nullptr)
+        *out << fmt::format("resumed from {} (iteration {}, {} samples consumed)\n", origin, done,
+                            consumed);
+    } else if (loaded.status().code() == core::ErrorCode::kNotFound) {
+      if (out != nullptr)
+        *out << fmt::format("no complete checkpoint in {}: starting from iteration 0\n", cfg.save);
+    } else {
+      return loaded.status();
+    }
+  }
+
   size_t free0 = 0, total = 0;
   LOOM_CUDA_CHECK(cudaMemGetInfo(&free0, &total));
   size_t min_free = free0;
   double timed_s = 0, attention_s = 0, loss_s = 0;
-  int64_t timed = 0;
-  summary->first_step = 1;
-  for (int64_t step = 1; step <= cfg.steps; ++step) {
+  int64_t timed = 0, last_saved = -1;
+  summary->first_step = done + 1;
+  for (int64_t step = done + 1; step <= cfg.steps; ++step) {
     std::vector<std::vector<int32_t>> batches;
     for (int64_t m = 0; m < micro; ++m) batches.push_back(data->next_batch(cfg.mbs));
+    consumed += cfg.gbs;
     const double lr = learning_rate(cfg.optim, step);
     const auto t0 = std::chrono::steady_clock::now();
     const CudaTrainer::Step s = trainer.train_step(batches, cfg.mbs, cfg.seq, lr);
@@ -80,7 +123,7 @@ core::Status run_cuda_training(const TrainConfig& given, const std::string& atte
     size_t free_now = 0;
     LOOM_CUDA_CHECK(cudaMemGetInfo(&free_now, &total));
     min_free = std::min(min_free, free_now);
-    if (step > 1) {  // the first iteration pays for cuBLASLt's algorithm choices
+    if (step > summary->first_step) {  // the first iteration pays for cuBLASLt's algorithm choices
       timed_s += dt;
       attention_s += s.phases.attention_s;
       loss_s += s.phases.lm_head_loss_s;
@@ -96,6 +139,11 @@ core::Status run_cuda_training(const TrainConfig& given, const std::string& atte
     summary->records.push_back(rec);
     summary->final_loss = s.loss;
     summary->last_step = step;
+    done = step;
+    if (!cfg.save.empty() && cfg.save_interval > 0 && step % cfg.save_interval == 0) {
+      LOOM_RETURN_IF_ERROR(save("interval"));
+      last_saved = step;
+    }
     if (!cfg.quiet && out != nullptr) {
       *out << fmt::format(
           " iteration {:>6}/{:>6} | lm loss {:.6E} | learning rate {:.3E} | grad norm {:.3f} | "
@@ -106,6 +154,7 @@ core::Status run_cuda_training(const TrainConfig& given, const std::string& atte
           static_cast<double>(total - free_now) / 1073741824.0);
     }
   }
+  if (!cfg.save.empty() && last_saved != done) LOOM_RETURN_IF_ERROR(save("end of run"));
   summary->mean_step_time_s = timed > 0 ? timed_s / timed : timed_s;
   if (timed > 0) {
     summary->phase_seconds["attention"] = attention_s / static_cast<double>(timed);

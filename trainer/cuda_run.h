@@ -1,9 +1,10 @@
 // `loom train --backend cuda`: the training loop on one GPU with CudaTrainer
 // (trainer/cuda_transformer.h): batches from the dataset or synthetic tokens as on the CPU,
 // the same learning-rate schedule, Megatron-style iteration lines, and a TrainSummary with the
-// measured step time, tokens/s and device memory. What the CPU trainer does besides is not on
-// this path yet: checkpoints and resume, evaluation intervals, recompute and fault injection are
-// refused by name; the spike guard (on by default) is announced as not running.
+// measured step time, tokens/s and device memory. Checkpoints (--save, --save-interval,
+// --resume) are the CPU trainer's (same format, so either backend resumes the other's). Not on
+// this path yet: evaluation intervals, recompute and fault injection are refused by name; the
+// spike guard (on by default) is announced as not running.
 #pragma once
 
 #include <ostream>

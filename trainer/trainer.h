@@ -58,6 +58,28 @@ struct TrainSummary {
   nlohmann::json to_json() const;
 };
 
+// What a training checkpoint holds besides the resolved config and the model
+// (trainer_checkpoint.cc). Both backends write and read it in one format: a run saved on the
+// GPU resumes on the CPU and the other way round.
+struct TrainerState {
+  int64_t step = 0;              // completed iterations
+  int64_t consumed_samples = 0;  // sequences drawn from the data, skipped ones included
+  int64_t adam_updates = 0;
+  nlohmann::json data_state;     // BatchSource::state()
+  nlohmann::json guard_state;    // SpikeGuard::state()
+  std::string rng;               // std::mt19937_64 state as text
+  std::vector<float> params, exp_avg, exp_avg_sq;  // flat, in ParamLayout(spec) order
+};
+
+// Writes `state` as a checkpoint under cfg.save (atomically; keeps cfg.keep_last).
+core::Status save_trainer_state(const TrainConfig& cfg, const core::ModelSpec& spec,
+                                const TrainerState& state, const std::string& why);
+// Reads the newest complete checkpoint under cfg.save, checked against the model and --seq;
+// *origin names it. kNotFound when there is none; warnings get the incomplete ones skipped.
+core::Result<TrainerState> load_trainer_state(const TrainConfig& cfg, const core::ModelSpec& spec,
+                                              std::vector<std::string>* warnings,
+                                              std::string* origin);
+
 class Trainer {
  public:
   static core::Result<std::unique_ptr<Trainer>> create(const TrainConfig& cfg, std::ostream* out);

@@ -59,35 +59,107 @@ core::Status tensors_to_flat(const ParamLayout& layout, const std::vector<ckpt::
 
 }  // namespace
 
-core::Status Trainer::save(const std::string& why) {
+core::Status save_trainer_state(const TrainConfig& cfg, const core::ModelSpec& spec,
+                                const TrainerState& state, const std::string& why) {
+  const ParamLayout layout(spec);
+  const auto total = static_cast<std::size_t>(layout.total());
+  if (state.params.size() != total || state.exp_avg.size() != total ||
+      state.exp_avg_sq.size() != total) {
+    return core::error(core::ErrorCode::kInternal,
+                       "saving a checkpoint: {} parameters, {} / {} Adam moments; model '{}' has {}",
+                       state.params.size(), state.exp_avg.size(), state.exp_avg_sq.size(),
+                       spec.name, total);
+  }
   ckpt::CheckpointData d;
-  d.step = step_;
-  std::ostringstream rng;
-  rng << rng_;
+  d.step = state.step;
   d.meta = {{"format", kFormat},
             {"reason", why},
-            {"step", step_},
-            {"consumed_samples", consumed_samples_},
-            {"adam_updates", optim_->updates()},
-            {"data_state", data_->state()},
-            {"guard_state", guard_.state()},
-            {"rng", rng.str()},
-            {"config", train_config_to_json(cfg_)},
-            {ckpt::kModelYamlKey, spec_yaml(spec())}};
-  const ParamLayout& layout = model_->layout();
-  d.shards[ckpt::kModelShard] = flat_to_tensors(layout, params_.data(), "");
-  auto opt = flat_to_tensors(layout, optim_->exp_avg().data(), "exp_avg.");
-  auto sq = flat_to_tensors(layout, optim_->exp_avg_sq().data(), "exp_avg_sq.");
+            {"step", state.step},
+            {"consumed_samples", state.consumed_samples},
+            {"adam_updates", state.adam_updates},
+            {"data_state", state.data_state},
+            {"guard_state", state.guard_state},
+            {"rng", state.rng},
+            {"config", train_config_to_json(cfg)},
+            {ckpt::kModelYamlKey, spec_yaml(spec)}};
+  d.shards[ckpt::kModelShard] = flat_to_tensors(layout, state.params.data(), "");
+  auto opt = flat_to_tensors(layout, state.exp_avg.data(), "exp_avg.");
+  auto sq = flat_to_tensors(layout, state.exp_avg_sq.data(), "exp_avg_sq.");
   opt.insert(opt.end(), std::make_move_iterator(sq.begin()), std::make_move_iterator(sq.end()));
   d.shards["optimizer"] = std::move(opt);
-  return ckpt::save_checkpoint(cfg_.save, d, static_cast<int>(cfg_.keep_last))
-      .with_context(fmt::format("saving the checkpoint of iteration {} in --save {}", step_,
-                                cfg_.save));
+  return ckpt::save_checkpoint(cfg.save, d, static_cast<int>(cfg.keep_last))
+      .with_context(fmt::format("saving the checkpoint of iteration {} in --save {}", state.step,
+                                cfg.save));
+}
+
+core::Result<TrainerState> load_trainer_state(const TrainConfig& cfg, const core::ModelSpec& spec,
+                                              std::vector<std::string>* warnings,
+                                              std::string* origin) {
+  auto loaded = ckpt::load_latest_checkpoint(cfg.save, warnings);
+  if (!loaded.ok()) return loaded.status();
+  const ckpt::CheckpointData& d = *loaded;
+  *origin = fmt::format("checkpoint {}/{}", cfg.save, ckpt::checkpoint_dir_name(d.step));
+  if (d.meta.value("format", "") != kFormat) {
+    return core::error(core::ErrorCode::kInvalidArgument, "{}: format '{}', expected '{}'",
+                       *origin, d.meta.value("format", ""), kFormat);
+  }
+  if (d.meta.value(ckpt::kModelYamlKey, "") != spec_yaml(spec)) {
+    return core::error(core::ErrorCode::kInvalidArgument,
+                       "{} was trained with a different model than --model {}:\n{}", *origin,
+                       cfg.model, d.meta.value(ckpt::kModelYamlKey, ""));
+  }
+  const int64_t seq = d.meta.at("config").value("seq", int64_t{0});
+  if (seq != cfg.seq) {
+    return core::error(core::ErrorCode::kInvalidArgument,
+                       "{} was trained with --seq {}; this run asks for --seq {}", *origin, seq,
+                       cfg.seq);
+  }
+  const ParamLayout layout(spec);
+  for (const char* shard : {ckpt::kModelShard, "optimizer"}) {
+    if (d.shards.count(shard) == 0) {
+      return core::error(core::ErrorCode::kInvalidArgument, "{}: shard {} is missing", *origin,
+                         shard);
+    }
+  }
+  TrainerState st;
+  const auto total = static_cast<std::size_t>(layout.total());
+  st.params.assign(total, 0.f);
+  st.exp_avg.assign(total, 0.f);
+  st.exp_avg_sq.assign(total, 0.f);
+  LOOM_RETURN_IF_ERROR(
+      tensors_to_flat(layout, d.shards.at(ckpt::kModelShard), "", *origin, st.params.data()));
+  const auto& opt = d.shards.at("optimizer");
+  LOOM_RETURN_IF_ERROR(tensors_to_flat(layout, opt, "exp_avg.", *origin, st.exp_avg.data()));
+  LOOM_RETURN_IF_ERROR(tensors_to_flat(layout, opt, "exp_avg_sq.", *origin, st.exp_avg_sq.data()));
+  st.step = d.step;
+  st.adam_updates = d.meta.at("adam_updates").get<int64_t>();
+  st.consumed_samples = d.meta.at("consumed_samples").get<int64_t>();
+  st.data_state = d.meta.at("data_state");
+  st.guard_state = d.meta.at("guard_state");
+  st.rng = d.meta.at("rng").get<std::string>();
+  return st;
+}
+
+core::Status Trainer::save(const std::string& why) {
+  TrainerState st;
+  st.step = step_;
+  st.consumed_samples = consumed_samples_;
+  st.adam_updates = optim_->updates();
+  st.data_state = data_->state();
+  st.guard_state = guard_.state();
+  std::ostringstream rng;
+  rng << rng_;
+  st.rng = rng.str();
+  st.params = params_;
+  st.exp_avg = optim_->exp_avg();
+  st.exp_avg_sq = optim_->exp_avg_sq();
+  return save_trainer_state(cfg_, spec(), st, why);
 }
 
 core::Status Trainer::load_latest(bool keep_data_position, std::string* loaded_from) {
   std::vector<std::string> warnings;
-  auto loaded = ckpt::load_latest_checkpoint(cfg_.save, &warnings);
+  std::string origin;
+  auto loaded = load_trainer_state(cfg_, spec(), &warnings, &origin);
   for (const auto& w : warnings) {
     if (out_ != nullptr) *out_ << "warning: " << w << "\n";
   }
@@ -99,50 +171,22 @@ core::Status Trainer::load_latest(bool keep_data_position, std::string* loaded_f
     }
     return loaded.status();
   }
-  const ckpt::CheckpointData& d = *loaded;
-  const std::string origin = fmt::format("checkpoint {}/{}", cfg_.save,
-                                         ckpt::checkpoint_dir_name(d.step));
-  if (d.meta.value("format", "") != kFormat) {
-    return core::error(core::ErrorCode::kInvalidArgument, "{}: format '{}', expected '{}'",
-                       origin, d.meta.value("format", ""), kFormat);
-  }
-  if (d.meta.value(ckpt::kModelYamlKey, "") != spec_yaml(spec())) {
-    return core::error(core::ErrorCode::kInvalidArgument,
-                       "{} was trained with a different model than --model {}:\n{}", origin,
-                       cfg_.model, d.meta.value(ckpt::kModelYamlKey, ""));
-  }
-  const int64_t seq = d.meta.at("config").value("seq", int64_t{0});
-  if (seq != cfg_.seq) {
-    return core::error(core::ErrorCode::kInvalidArgument,
-                       "{} was trained with --seq {}; this run asks for --seq {}", origin, seq,
-                       cfg_.seq);
-  }
-  const ParamLayout& layout = model_->layout();
-  for (const char* shard : {ckpt::kModelShard, "optimizer"}) {
-    if (d.shards.count(shard) == 0) {
-      return core::error(core::ErrorCode::kInvalidArgument, "{}: shard {} is missing", origin,
-                         shard);
-    }
-  }
-  LOOM_RETURN_IF_ERROR(
-      tensors_to_flat(layout, d.shards.at(ckpt::kModelShard), "", origin, params_.data()));
-  const auto& opt = d.shards.at("optimizer");
-  LOOM_RETURN_IF_ERROR(
-      tensors_to_flat(layout, opt, "exp_avg.", origin, optim_->exp_avg().data()));
-  LOOM_RETURN_IF_ERROR(
-      tensors_to_flat(layout, opt, "exp_avg_sq.", origin, optim_->exp_avg_sq().data()));
-  optim_->set_updates(d.meta.at("adam_updates").get<int64_t>());
-  guard_.restore(d.meta.at("guard_state"));
-  std::istringstream rng(d.meta.at("rng").get<std::string>());
+  TrainerState& st = *loaded;
+  params_ = std::move(st.params);
+  optim_->exp_avg() = std::move(st.exp_avg);
+  optim_->exp_avg_sq() = std::move(st.exp_avg_sq);
+  optim_->set_updates(st.adam_updates);
+  guard_.restore(st.guard_state);
+  std::istringstream rng(st.rng);
   rng >> rng_;
-  step_ = d.step;
-  loaded_samples_ = d.meta.at("consumed_samples").get<int64_t>();
+  step_ = st.step;
+  loaded_samples_ = st.consumed_samples;
   if (!keep_data_position) {
-    consumed_samples_ = d.meta.at("consumed_samples").get<int64_t>();
-    LOOM_RETURN_IF_ERROR(data_->restore(d.meta.at("data_state")).with_context(origin));
+    consumed_samples_ = st.consumed_samples;
+    LOOM_RETURN_IF_ERROR(data_->restore(st.data_state).with_context(origin));
   }
   *loaded_from = fmt::format("resumed from {} (iteration {}, {} samples consumed)", origin,
-                             d.step, d.meta.at("consumed_samples").get<int64_t>());
+                             st.step, st.consumed_samples);
   return core::ok_status();
 }
 
