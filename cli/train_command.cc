@@ -8,6 +8,7 @@
 
 #include "cli/commands.h"
 #include "cli/table.h"
+#include "trainer/dp_run.h"
 #include "trainer/trainer.h"
 #ifdef LOOM_WITH_CUDA
 #include "trainer/cuda_run.h"
@@ -22,6 +23,8 @@ struct TrainArgs {
   std::string recompute = "none";
   std::string backend = "cpu";
   std::string attention = "auto";
+  int64_t dp = 1;
+  int zero = 0;
   bool json = false;
 };
 
@@ -78,12 +81,37 @@ core::Status run_train(TrainArgs& a) {
                        "--backend '{}': this build trains with: {}", a.backend, kBackends);
   }
   LOOM_ASSIGN_OR_RETURN(a.cfg.recompute, core::parse_recompute(a.recompute));
+  std::ostream* out = a.json ? &std::cerr : &std::cout;
+  if (a.dp != 1 || a.zero != 0) {
+    if (cuda) {
+      return core::error(core::ErrorCode::kInvalidArgument,
+                         "--dp/--zero: the CUDA backend trains on one GPU today (NCCL data "
+                         "parallelism is still to come); use --backend cpu");
+    }
+    train::TrainSummary s;
+    bool reporting = true;
+    LOOM_RETURN_IF_ERROR(train::run_data_parallel_training(a.cfg, a.dp, a.zero, out, &s, &reporting));
+    if (!reporting) return core::ok_status();
+    nlohmann::json j = s.to_json();
+    j["config"] = train::train_config_to_json(a.cfg);
+    j["dp"] = a.dp;
+    j["zero"] = a.zero;
+    if (a.json) {
+      std::cout << j.dump(2) << "\n";
+    } else {
+      std::cout << fmt::format(
+          "\nDP {} ZeRO-{}: iterations {}-{}, final loss {:.4f}, {:.4f} s per iteration, {:.0f} "
+          "tokens/s, training state {:.3f} GiB per rank, peak RSS {:.2f} GiB\n",
+          a.dp, a.zero, s.first_step, s.last_step, s.final_loss, s.mean_step_time_s,
+          s.tokens_per_s, s.state_bytes / 1073741824.0, s.peak_rss_bytes / 1073741824.0);
+    }
+    return core::ok_status();
+  }
   if (!cuda && a.attention != "auto") {
     return core::error(core::ErrorCode::kInvalidArgument,
                        "--attention {}: chooses the CUDA attention kernels; it needs --backend cuda",
                        a.attention);
   }
-  std::ostream* out = a.json ? &std::cerr : &std::cout;
 #ifdef LOOM_WITH_CUDA
   if (cuda) {
     train::TrainSummary s;
@@ -147,6 +175,14 @@ CommandRunner register_train_command(CLI::App& app) {
   train::visit_train_fields(args->cfg, reg);
   sub->add_option("--backend", args->backend,
                   "compute backend: cpu, or cuda (one GPU; in a CUDA build)")
+      ->capture_default_str();
+  sub->add_option("--dp", args->dp,
+                  "data-parallel ranks on the CPU: threads of this process, or the processes of "
+                  "an mpirun -np N launch")
+      ->capture_default_str();
+  sub->add_option("--zero", args->zero,
+                  "ZeRO stage with --dp: 0 (replicated optimizer), 1 (optimizer state sharded), "
+                  "2 (and gradients)")
       ->capture_default_str();
   sub->add_option("--attention", args->attention,
                   "CUDA attention kernels: auto (fused where the head dim is 16, 32, 64 or 128, "

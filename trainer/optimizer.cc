@@ -52,7 +52,21 @@ AdamW::AdamW(const ParamLayout& layout, const OptimizerConfig& cfg)
   v_.assign(layout.total(), 0.f);
 }
 
+AdamW::AdamW(const ParamLayout& layout, const OptimizerConfig& cfg, int64_t begin, int64_t end)
+    : cfg_(cfg) {
+  for (const DecayRange& r : decay_ranges(layout)) {
+    const int64_t b = std::max(r.begin, begin), e = std::min(r.end, end);
+    if (b < e) ranges_.push_back({b - begin, e - begin, r.decay});
+  }
+  m_.assign(end - begin, 0.f);
+  v_.assign(end - begin, 0.f);
+}
+
 double AdamW::grad_norm(const float* grads, int64_t count) {
+  return std::sqrt(grad_sum_of_squares(grads, count));
+}
+
+double AdamW::grad_sum_of_squares(const float* grads, int64_t count) {
   // Fixed-size blocks summed in order: the same result for any thread count.
   constexpr int64_t kBlock = 1 << 16;
   const int64_t blocks = (count + kBlock - 1) / kBlock;
@@ -66,7 +80,7 @@ double AdamW::grad_norm(const float* grads, int64_t count) {
   }
   double total = 0.0;
   for (double s : partial) total += s;
-  return std::sqrt(total);
+  return total;
 }
 
 void AdamW::update(float* params, const float* grads, double lr, double grad_scale) {

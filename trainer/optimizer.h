@@ -43,9 +43,16 @@ std::vector<DecayRange> decay_ranges(const ParamLayout& layout);
 class AdamW {
  public:
   AdamW(const ParamLayout& layout, const OptimizerConfig& cfg);
+  // The optimizer of one shard [begin, end) of the flat parameters (ZeRO-1/2/3: each data-parallel
+  // rank keeps the moments of its shard only). update() then takes the shard's parameters and
+  // gradients (pointers to element `begin`); elements past the layout's end (padding to equal
+  // shards) are left alone. The arithmetic per element is the full optimizer's.
+  AdamW(const ParamLayout& layout, const OptimizerConfig& cfg, int64_t begin, int64_t end);
 
   // Global L2 norm of the gradients, accumulated in double in a fixed order (deterministic).
   static double grad_norm(const float* grads, int64_t count);
+  // The sum of squares under grad_norm (a shard's part of the global norm).
+  static double grad_sum_of_squares(const float* grads, int64_t count);
 
   // One update with learning rate `lr`; gradients are multiplied by `grad_scale` first (the
   // clipping coefficient). Increments the bias-correction step.

@@ -44,6 +44,9 @@ nlohmann::json TrainSummary::to_json() const {
   if (peak_device_bytes > 0) j["peak_device_bytes"] = peak_device_bytes;
   if (!phase_seconds.empty()) j["phase_seconds"] = phase_seconds;
   if (!attention_kernels.empty()) j["attention_kernels"] = attention_kernels;
+  nlohmann::json losses = nlohmann::json::array();  // per iteration, first_step on
+  for (const StepRecord& r : records) losses.push_back(r.loss);
+  j["losses"] = losses;
   return j;
 }
 
@@ -100,24 +103,28 @@ core::Result<std::unique_ptr<Trainer>> Trainer::create(const TrainConfig& cfg,
   return t;
 }
 
-void Trainer::init_weights() {
-  const double residual_std =
-      cfg_.init_std / std::sqrt(2.0 * std::max<int64_t>(1, spec().num_layers));
-  for (const ParamInfo& p : model_->layout().params()) {
-    float* w = params_.data() + p.offset;
+void init_weights(const ParamLayout& layout, int64_t num_layers, double init_std,
+                  std::mt19937_64& rng, float* params) {
+  const double residual_std = init_std / std::sqrt(2.0 * std::max<int64_t>(1, num_layers));
+  for (const ParamInfo& p : layout.params()) {
+    float* w = params + p.offset;
     for (int64_t i = 0; i < p.size; ++i) {
       switch (p.init) {
         case InitKind::kNormal:
-          w[i] = static_cast<float>(cfg_.init_std * data::standard_normal(rng_));
+          w[i] = static_cast<float>(init_std * data::standard_normal(rng));
           break;
         case InitKind::kNormalResidual:
-          w[i] = static_cast<float>(residual_std * data::standard_normal(rng_));
+          w[i] = static_cast<float>(residual_std * data::standard_normal(rng));
           break;
         case InitKind::kOnes: w[i] = 1.f; break;
         case InitKind::kZeros: w[i] = 0.f; break;
       }
     }
   }
+}
+
+void Trainer::init_weights() {
+  train::init_weights(model_->layout(), spec().num_layers, cfg_.init_std, rng_, params_.data());
 }
 
 core::Status Trainer::train_iteration(StepRecord* rec) {

@@ -58,6 +58,11 @@ struct TrainSummary {
   nlohmann::json to_json() const;
 };
 
+// The CPU trainer's initial weights: N(0, init_std) matrices in layout order from `rng`
+// (residual output projections / sqrt(2 L), GPT-2 / Megatron), norm weights 1, biases 0.
+void init_weights(const ParamLayout& layout, int64_t num_layers, double init_std,
+                  std::mt19937_64& rng, float* params);
+
 // What a training checkpoint holds besides the resolved config and the model
 // (trainer_checkpoint.cc). Both backends write and read it in one format: a run saved on the
 // GPU resumes on the CPU and the other way round.

@@ -1,0 +1,180 @@
+// The data-parallel training loop: see dp_run.h.
+#include "trainer/dp_run.h"
+
+#include <omp.h>
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "comm/launch_env.h"
+#include "comm/thread_comm.h"
+#include "core/model_io.h"
+#include "trainer/batch_source.h"
+#include "trainer/data_parallel.h"
+#ifdef LOOM_WITH_MPI
+#include "comm/mpi_comm.h"
+#endif
+
+namespace loom::train {
+
+namespace {
+
+core::Status refuse(const char* option, const char* why) {
+  return core::error(core::ErrorCode::kInvalidArgument, "{}: not supported with --dp/--zero ({})",
+                     option, why);
+}
+
+// One rank's loop; rank 0 reports.
+core::Status run_rank(const TrainConfig& cfg, const core::ModelSpec& spec, int zero,
+                      comm::Communicator* dp, std::ostream* out, TrainSummary* summary) {
+  std::unique_ptr<BatchSource> data;
+  if (cfg.synthetic) {
+    data = make_synthetic_source(spec.vocab_size, cfg.seq, cfg.seed);
+  } else {
+    LOOM_ASSIGN_OR_RETURN(data, open_dataset_source(cfg.data, cfg.seq, cfg.seed, cfg.train_fraction));
+    if (data->max_token() >= spec.vocab_size) {
+      return core::error(core::ErrorCode::kInvalidArgument,
+                         "--data {}: token ids up to {} but model '{}' has a vocabulary of {}",
+                         cfg.data, data->max_token(), spec.name, spec.vocab_size);
+    }
+  }
+  std::vector<float> init(static_cast<size_t>(ParamLayout(spec).total()));
+  std::mt19937_64 rng(cfg.seed);
+  init_weights(ParamLayout(spec), spec.num_layers, cfg.init_std, rng, init.data());
+  LOOM_ASSIGN_OR_RETURN(auto trainer,
+                        DataParallelTrainer::create(spec, cfg.recompute, cfg.optim, zero, dp, init));
+  const bool report = dp->rank() == 0;
+  const int64_t micro = cfg.gbs / cfg.mbs;
+  const double tokens = static_cast<double>(cfg.gbs * cfg.seq);
+  double timed_s = 0;
+  int64_t timed = 0;
+  summary->first_step = 1;
+  for (int64_t step = 1; step <= cfg.steps; ++step) {
+    const auto t0 = std::chrono::steady_clock::now();
+    std::vector<std::vector<int32_t>> batches;
+    for (int64_t m = 0; m < micro; ++m) batches.push_back(data->next_batch(cfg.mbs));
+    const double lr = learning_rate(cfg.optim, step);
+    LOOM_ASSIGN_OR_RETURN(const DataParallelTrainer::Step s,
+                          trainer->train_step(batches, cfg.mbs, cfg.seq, lr));
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (step > 1) {
+      timed_s += dt;
+      ++timed;
+    }
+    StepRecord rec;
+    rec.step = step;
+    rec.loss = s.loss;
+    rec.lr = lr;
+    rec.grad_norm = s.grad_norm;
+    rec.step_time_s = dt;
+    rec.tokens_per_s = tokens / dt;
+    summary->records.push_back(rec);
+    summary->final_loss = s.loss;
+    summary->last_step = step;
+    if (report && !cfg.quiet && out != nullptr) {
+      *out << fmt::format(
+          " iteration {:>8}/{:>8} | consumed samples: {:>10} | elapsed time per iteration (ms): "
+          "{:.1f} | learning rate: {:.6E} | global batch size: {:>5} | lm loss: {:.6E} | grad "
+          "norm: {:.3f} | tokens/s: {:.0f}\n",
+          step, cfg.steps, step * cfg.gbs, dt * 1e3, lr, cfg.gbs, s.loss, s.grad_norm,
+          tokens / dt);
+      out->flush();
+    }
+  }
+  summary->mean_step_time_s = timed > 0 ? timed_s / static_cast<double>(timed)
+                              : summary->records.empty() ? 0.0
+                                                         : summary->records.back().step_time_s;
+  summary->tokens_per_s = summary->mean_step_time_s > 0 ? tokens / summary->mean_step_time_s : 0;
+  summary->state_bytes = trainer->state_bytes();
+  return core::ok_status();
+}
+
+}  // namespace
+
+core::Status run_data_parallel_training(const TrainConfig& given, int64_t dp, int zero,
+                                        std::ostream* out, TrainSummary* summary, bool* reporting) {
+  TrainConfig cfg = given;
+  *reporting = true;
+  LOOM_RETURN_IF_ERROR(validate_train_config(cfg));
+  if (dp < 1) {
+    return core::error(core::ErrorCode::kInvalidArgument, "--dp {}: must be at least 1", dp);
+  }
+  if ((cfg.gbs / cfg.mbs) % dp != 0) {
+    return core::error(core::ErrorCode::kInvalidArgument,
+                       "--dp {}: the global batch's {} micro-batches (--gbs {} / --mbs {}) do not "
+                       "split evenly over {} data-parallel ranks",
+                       dp, cfg.gbs / cfg.mbs, cfg.gbs, cfg.mbs, dp);
+  }
+  if (!cfg.save.empty() || cfg.resume)
+    return refuse("--save/--resume", "sharded checkpoints are not written yet");
+  if (cfg.eval_interval > 0) return refuse("--eval-interval", "no evaluation on this path yet");
+  if (cfg.debug_nan_grad_at > 0 || !cfg.debug_loss_spike_at.empty() || cfg.debug_kill_at > 0)
+    return refuse("--debug-*", "fault injection runs on the single-process trainer");
+  if (cfg.optim.decay_steps <= 0) cfg.optim.decay_steps = cfg.steps;
+  LOOM_ASSIGN_OR_RETURN(core::ModelSpec spec, core::load_model(cfg.model));
+  LOOM_ASSIGN_OR_RETURN(const comm::LaunchInfo launch, comm::launch_info_from_env());
+
+  if (launch.world_size > 1) {  // one rank of a multi-process launch
+#ifdef LOOM_WITH_MPI
+    if (launch.world_size != dp) {
+      return core::error(core::ErrorCode::kInvalidArgument,
+                         "--dp {}: the launch ({}) started {} processes; they must match", dp,
+                         launch.source, launch.world_size);
+    }
+    if (cfg.threads > 0) omp_set_num_threads(static_cast<int>(cfg.threads));
+    *reporting = launch.rank == 0;
+    if (*reporting && cfg.guard.enabled && !cfg.quiet && out != nullptr)
+      *out << "note: the spike guard does not run with --dp/--zero yet (--no-spike-guard silences this)\n";
+    core::Status st = core::ok_status();
+    {
+      LOOM_ASSIGN_OR_RETURN(auto world, comm::make_mpi_world(nullptr, nullptr));
+      st = run_rank(cfg, spec, zero, world.get(), *reporting ? out : nullptr, summary);
+      if (!st.ok()) comm::mpi_abort(st.with_context(fmt::format("rank {}", world->rank())));
+    }
+    comm::mpi_finalize();
+    rusage ru{};
+    getrusage(RUSAGE_SELF, &ru);
+    summary->peak_rss_bytes = static_cast<int64_t>(ru.ru_maxrss) * 1024;
+    return st;
+#else
+    return core::error(core::ErrorCode::kInvalidArgument,
+                       "launched as {} ranks by {}, but this build has no MPI backend (install "
+                       "Open MPI and rebuild)",
+                       launch.world_size, launch.source);
+#endif
+  }
+
+  // The thread backend: dp ranks in this process, sharing its cores.
+  if (cfg.guard.enabled && !cfg.quiet && out != nullptr)
+    *out << "note: the spike guard does not run with --dp/--zero yet (--no-spike-guard silences this)\n";
+  const int cores = cfg.threads > 0 ? static_cast<int>(cfg.threads) : omp_get_max_threads();
+  const int per_rank = std::max(1, cores / static_cast<int>(dp));
+  auto world = comm::make_thread_world(static_cast<int>(dp));
+  std::vector<TrainSummary> summaries(static_cast<size_t>(dp));
+  std::vector<core::Status> status(static_cast<size_t>(dp), core::ok_status());
+  std::vector<std::thread> threads;
+  for (int r = 0; r < dp; ++r) {
+    threads.emplace_back([&, r] {
+      omp_set_num_threads(per_rank);
+      status[r] = run_rank(cfg, spec, zero, world[r].get(), r == 0 ? out : nullptr, &summaries[r]);
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (int r = 0; r < dp; ++r)
+    if (!status[r].ok()) return status[r].with_context(fmt::format("data-parallel rank {}", r));
+  *summary = summaries[0];
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  summary->peak_rss_bytes = static_cast<int64_t>(ru.ru_maxrss) * 1024;
+  return core::ok_status();
+}
+
+}  // namespace loom::train
