@@ -116,6 +116,40 @@ core::Result<DataParallelTrainer::Step> DataParallelTrainer::train_step(
   return out;
 }
 
+core::Status DataParallelTrainer::gather_moments(std::vector<float>* exp_avg,
+                                                 std::vector<float>* exp_avg_sq) {
+  for (auto [shard, full] : {std::pair{&optim_.exp_avg(), exp_avg}, {&optim_.exp_avg_sq(), exp_avg_sq}}) {
+    full->assign(static_cast<size_t>(padded_), 0.f);
+    if (zero_ == 0) {
+      std::copy(shard->begin(), shard->end(), full->begin());
+    } else {
+      LOOM_RETURN_IF_ERROR(dp_->all_gather(shard->data(), full->data(), padded_ / dp_->size()));
+    }
+    full->resize(static_cast<size_t>(count_));
+  }
+  return core::ok_status();
+}
+
+core::Status DataParallelTrainer::restore(const std::vector<float>& params,
+                                          const std::vector<float>& exp_avg,
+                                          const std::vector<float>& exp_avg_sq, int64_t updates) {
+  for (const auto* v : {&params, &exp_avg, &exp_avg_sq}) {
+    if (static_cast<int64_t>(v->size()) != count_) {
+      return core::error(core::ErrorCode::kInvalidArgument,
+                         "restoring the data-parallel trainer: {} values for {} parameters",
+                         v->size(), count_);
+    }
+  }
+  std::fill(params_.begin(), params_.end(), 0.f);
+  std::copy(params.begin(), params.end(), params_.begin());
+  for (auto [full, shard] : {std::pair{&exp_avg, &optim_.exp_avg()}, {&exp_avg_sq, &optim_.exp_avg_sq()}}) {
+    for (int64_t i = shard_begin_; i < shard_end_; ++i)
+      (*shard)[static_cast<size_t>(i - shard_begin_)] = i < count_ ? (*full)[static_cast<size_t>(i)] : 0.f;
+  }
+  optim_.set_updates(updates);
+  return core::ok_status();
+}
+
 std::vector<float> DataParallelTrainer::params() const {
   return std::vector<float>(params_.begin(), params_.begin() + count_);
 }

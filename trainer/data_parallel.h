@@ -52,6 +52,14 @@ class DataParallelTrainer {
 
   // The full parameters (every rank holds them after each step), without the padding.
   std::vector<float> params() const;
+  // The full Adam moments, gathered from the shards (a collective: every rank calls it; every
+  // rank gets them), and the update count: what a checkpoint holds.
+  core::Status gather_moments(std::vector<float>* exp_avg, std::vector<float>* exp_avg_sq);
+  int64_t updates() const { return optim_.updates(); }
+  // Replaces the weights, this rank's shard of the moments and the update count from full
+  // (unpadded) vectors, as a checkpoint written under any data-parallel layout holds them.
+  core::Status restore(const std::vector<float>& params, const std::vector<float>& exp_avg,
+                       const std::vector<float>& exp_avg_sq, int64_t updates);
   int zero_stage() const { return zero_; }
   // This rank's optimizer shard [begin, end) of the padded flat parameters (the whole padded
   // range for ZeRO-0).

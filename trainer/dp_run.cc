@@ -2,6 +2,7 @@
 #include "trainer/dp_run.h"
 
 #include <omp.h>
+#include <csignal>
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -9,6 +10,7 @@
 #include <memory>
 #include <mutex>
 #include <random>
+#include <sstream>
 #include <thread>
 #include <vector>
 
@@ -54,10 +56,62 @@ core::Status run_rank(const TrainConfig& cfg, const core::ModelSpec& spec, int z
   const bool report = dp->rank() == 0;
   const int64_t micro = cfg.gbs / cfg.mbs;
   const double tokens = static_cast<double>(cfg.gbs * cfg.seq);
+
+  // Checkpoints: the moments are gathered and rank 0 writes the single-process format
+  // (trainer_checkpoint.cc), which any --dp / --zero, and the single-process trainer, resume.
+  int64_t done = 0, last_saved = -1;
+  auto save = [&](const char* why) -> core::Status {
+    TrainerState st;
+    LOOM_RETURN_IF_ERROR(trainer->gather_moments(&st.exp_avg, &st.exp_avg_sq));
+    core::Status written = core::ok_status();
+    if (dp->rank() == 0) {
+      st.step = done;
+      st.consumed_samples = done * cfg.gbs;
+      st.adam_updates = trainer->updates();
+      st.data_state = data->state();
+      st.guard_state = SpikeGuard(cfg.guard).state();
+      std::ostringstream rng_text;
+      rng_text << std::mt19937_64(cfg.seed);
+      st.rng = rng_text.str();
+      st.params = trainer->params();
+      written = save_trainer_state(cfg, spec, st, why);
+    }
+    double failed = written.ok() ? 0.0 : 1.0;  // every rank stops if rank 0 could not write
+    LOOM_RETURN_IF_ERROR(dp->all_reduce(&failed, 1, comm::ReduceOp::kMax));
+    if (!written.ok()) return written;
+    if (failed > 0) {
+      return core::error(core::ErrorCode::kIo, "rank 0 failed to write the checkpoint of iteration {}",
+                         done);
+    }
+    last_saved = done;
+    return core::ok_status();
+  };
+  if (cfg.resume) {
+    std::vector<std::string> warnings;
+    std::string origin;
+    auto loaded = load_trainer_state(cfg, spec, &warnings, &origin);
+    for (const auto& w : warnings)
+      if (report && out != nullptr) *out << "warning: " << w << "\n";
+    if (loaded.ok()) {
+      LOOM_RETURN_IF_ERROR(trainer->restore(loaded->params, loaded->exp_avg, loaded->exp_avg_sq,
+                                            loaded->adam_updates));
+      LOOM_RETURN_IF_ERROR(data->restore(loaded->data_state).with_context(origin));
+      done = loaded->step;
+      if (report && out != nullptr)
+        *out << fmt::format("resumed from {} (iteration {}) on {} data-parallel ranks, ZeRO-{}\n",
+                            origin, done, dp->size(), zero);
+    } else if (loaded.status().code() == core::ErrorCode::kNotFound) {
+      if (report && out != nullptr)
+        *out << fmt::format("no complete checkpoint in {}: starting from iteration 0\n", cfg.save);
+    } else {
+      return loaded.status();
+    }
+  }
+
   double timed_s = 0;
   int64_t timed = 0;
-  summary->first_step = 1;
-  for (int64_t step = 1; step <= cfg.steps; ++step) {
+  summary->first_step = done + 1;
+  for (int64_t step = done + 1; step <= cfg.steps; ++step) {
     const auto t0 = std::chrono::steady_clock::now();
     std::vector<std::vector<int32_t>> batches;
     for (int64_t m = 0; m < micro; ++m) batches.push_back(data->next_batch(cfg.mbs));
@@ -65,7 +119,7 @@ core::Status run_rank(const TrainConfig& cfg, const core::ModelSpec& spec, int z
     LOOM_ASSIGN_OR_RETURN(const DataParallelTrainer::Step s,
                           trainer->train_step(batches, cfg.mbs, cfg.seq, lr));
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (step > 1) {
+    if (step > summary->first_step) {
       timed_s += dt;
       ++timed;
     }
@@ -88,7 +142,16 @@ core::Status run_rank(const TrainConfig& cfg, const core::ModelSpec& spec, int z
           tokens / dt);
       out->flush();
     }
+    done = step;
+    if (!cfg.save.empty() && cfg.save_interval > 0 && step % cfg.save_interval == 0)
+      LOOM_RETURN_IF_ERROR(save("interval"));
+    // Fault injection for the resume and hang tests: the last rank dies as kill -9 would kill
+    // it, or stops answering (the others' next collective times out).
+    if (cfg.debug_kill_at == step && dp->rank() == dp->size() - 1) std::raise(SIGKILL);
+    if (cfg.debug_hang_at == step && dp->rank() == dp->size() - 1)
+      std::this_thread::sleep_for(std::chrono::hours(24));
   }
+  if (!cfg.save.empty() && last_saved != done) LOOM_RETURN_IF_ERROR(save("end of run"));
   summary->mean_step_time_s = timed > 0 ? timed_s / static_cast<double>(timed)
                               : summary->records.empty() ? 0.0
                                                          : summary->records.back().step_time_s;
@@ -113,14 +176,13 @@ core::Status run_data_parallel_training(const TrainConfig& given, int64_t dp, in
                        "split evenly over {} data-parallel ranks",
                        dp, cfg.gbs / cfg.mbs, cfg.gbs, cfg.mbs, dp);
   }
-  if (!cfg.save.empty() || cfg.resume)
-    return refuse("--save/--resume", "sharded checkpoints are not written yet");
   if (cfg.eval_interval > 0) return refuse("--eval-interval", "no evaluation on this path yet");
-  if (cfg.debug_nan_grad_at > 0 || !cfg.debug_loss_spike_at.empty() || cfg.debug_kill_at > 0)
-    return refuse("--debug-*", "fault injection runs on the single-process trainer");
+  if (cfg.debug_nan_grad_at > 0 || !cfg.debug_loss_spike_at.empty())
+    return refuse("--debug-nan-grad-at/--debug-loss-spike-at", "the spike guard does not run here");
   if (cfg.optim.decay_steps <= 0) cfg.optim.decay_steps = cfg.steps;
   LOOM_ASSIGN_OR_RETURN(core::ModelSpec spec, core::load_model(cfg.model));
   LOOM_ASSIGN_OR_RETURN(const comm::LaunchInfo launch, comm::launch_info_from_env());
+  const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(cfg.comm_timeout_s * 1000));
 
   if (launch.world_size > 1) {  // one rank of a multi-process launch
 #ifdef LOOM_WITH_MPI
@@ -136,8 +198,9 @@ core::Status run_data_parallel_training(const TrainConfig& given, int64_t dp, in
     core::Status st = core::ok_status();
     {
       LOOM_ASSIGN_OR_RETURN(auto world, comm::make_mpi_world(nullptr, nullptr));
+      world->set_timeout(timeout);
       st = run_rank(cfg, spec, zero, world.get(), *reporting ? out : nullptr, summary);
-      if (!st.ok()) comm::mpi_abort(st.with_context(fmt::format("rank {}", world->rank())));
+      if (!st.ok()) comm::mpi_abort(st);  // prints "rank N: ..." and stops every process
     }
     comm::mpi_finalize();
     rusage ru{};
@@ -153,11 +216,14 @@ core::Status run_data_parallel_training(const TrainConfig& given, int64_t dp, in
   }
 
   // The thread backend: dp ranks in this process, sharing its cores.
+  if (cfg.debug_hang_at > 0)
+    return refuse("--debug-hang-at", "a hung thread cannot be stopped; run it under mpirun");
   if (cfg.guard.enabled && !cfg.quiet && out != nullptr)
     *out << "note: the spike guard does not run with --dp/--zero yet (--no-spike-guard silences this)\n";
   const int cores = cfg.threads > 0 ? static_cast<int>(cfg.threads) : omp_get_max_threads();
   const int per_rank = std::max(1, cores / static_cast<int>(dp));
   auto world = comm::make_thread_world(static_cast<int>(dp));
+  for (auto& w : world) w->set_timeout(timeout);
   std::vector<TrainSummary> summaries(static_cast<size_t>(dp));
   std::vector<core::Status> status(static_cast<size_t>(dp), core::ok_status());
   std::vector<std::thread> threads;

@@ -3,9 +3,12 @@
 // `mpirun -np N` launch (the MPI backend; comm/launch_env.h detects it). Every rank draws the
 // same stream of batches (as the single-process trainer does), runs its share of each global
 // batch, and rank 0 prints Megatron-style iteration lines and returns the summary; with --dp 1
-// it is the single-process iteration without the spike guard. Not on this path yet, and refused
-// by name: checkpoints (--save / --resume), evaluation intervals, recompute other than none is
-// allowed, fault injection; the spike guard is announced as not running.
+// it is the single-process iteration without the spike guard. Checkpoints (--save,
+// --save-interval, --resume): the moments are gathered from the ZeRO shards and rank 0 writes
+// the single-process format, so a run resumes under any --dp / --zero, or on the single-process
+// trainer (and the other way round); --debug-kill-at N kills the last rank after iteration N.
+// Not on this path yet, and refused by name: evaluation intervals and the spike guard's fault
+// injection; the guard is announced as not running.
 #pragma once
 
 #include <cstdint>

@@ -79,6 +79,10 @@ core::Status validate_train_config(const TrainConfig& c) {
     return core::error(core::ErrorCode::kInvalidArgument,
                        "--resume needs --save DIR (the directory holding the checkpoints)");
   }
+  if (!(c.comm_timeout_s > 0)) {
+    return core::error(core::ErrorCode::kInvalidArgument,
+                       "--comm-timeout {}: must be a positive number of seconds", c.comm_timeout_s);
+  }
   if (c.save_interval < 0 || c.keep_last < 1) {
     return core::error(core::ErrorCode::kInvalidArgument,
                        "--save-interval {} must be >= 0 and --keep-last {} >= 1",

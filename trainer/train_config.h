@@ -43,6 +43,8 @@ struct TrainConfig {
   int64_t debug_nan_grad_at = 0;    // iteration whose gradients become NaN
   std::string debug_loss_spike_at;  // "STEP[,STEP...]:FACTOR": loss and gradients x FACTOR
   int64_t debug_kill_at = 0;        // SIGKILL itself after finishing this iteration
+  int64_t debug_hang_at = 0;        // --dp: the last rank stops answering after this iteration
+  double comm_timeout_s = 300;      // --dp: a collective waiting longer fails, naming the call
 };
 
 template <typename V>
@@ -96,9 +98,12 @@ void visit_train_fields(TrainConfig& c, V& v) {
   v.text("log", "--log", "JSON-lines metrics file", c.log);
   v.integer("threads", "--threads", "CPU threads (0: all cores)", c.threads);
   v.flag("quiet", "--quiet", "no per-iteration lines (the log and the summary remain)", c.quiet);
+  v.real("comm_timeout_s", "--comm-timeout",
+         "seconds a collective of the data-parallel ranks may wait before failing", c.comm_timeout_s);
   v.hidden_integer("debug_nan_grad_at", "--debug-nan-grad-at", c.debug_nan_grad_at);
   v.hidden_text("debug_loss_spike_at", "--debug-loss-spike-at", c.debug_loss_spike_at);
   v.hidden_integer("debug_kill_at", "--debug-kill-at", c.debug_kill_at);
+  v.hidden_integer("debug_hang_at", "--debug-hang-at", c.debug_hang_at);
 }
 
 // Checks the values (positive sizes, gbs % mbs, a data source) with errors naming the flag.

@@ -2,9 +2,17 @@
 // (`loom train --no-spike-guard`, trainer.cc) on the same seed: the per-iteration losses of 20
 // iterations agree within issue 7's 1e-5 relative — with N ranks as threads of one process and,
 // when Open MPI is installed, as 4 processes under mpirun (run as root with the flags that
-// needs). And the launch errors: a process count that is not --dp, checkpoints refused by name.
+// needs). Checkpoints: saved under DP 4 ZeRO-2 and resumed under DP 2 ZeRO-1 and by the
+// single-process trainer, the losses continue as if nothing changed; under mpirun, one rank
+// killed with SIGKILL after iteration 12 and the job resumed from iteration 10; a rank that
+// stops answering makes every process exit with the timeout's error instead of hanging. And
+// the launch errors: a process count that is not --dp, options refused by name.
+#include <unistd.h>
+
 #include <array>
+#include <chrono>
 #include <cmath>
+#include <filesystem>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -32,9 +40,17 @@ Output run(const std::string& cmd) {
   return out;
 }
 
+// --lr-decay-iters 20: a run stopped at 10 has the same schedule as one of 20.
 const std::string kTrain = std::string(LOOM_BINARY) +
-                           " train --model tiny-bloom --synthetic --steps 20 --mbs 2 --gbs 8 "
-                           "--seq 32 --threads 1 --json";
+                           " train --model tiny-bloom --synthetic --mbs 2 --gbs 8 --seq 32 "
+                           "--threads 1 --lr-decay-iters 20 --json";
+
+std::string fresh_dir(const std::string& name) {
+  const auto d = std::filesystem::temp_directory_path() /
+                 ("loom_dp_run_" + std::to_string(getpid()) + "_" + name);
+  std::filesystem::remove_all(d);
+  return d.string();
+}
 
 std::vector<double> losses(const Output& o) {
   EXPECT_EQ(o.exit_code, 0) << o.text;
@@ -42,17 +58,30 @@ std::vector<double> losses(const Output& o) {
   return nlohmann::json::parse(o.text).at("losses").get<std::vector<double>>();
 }
 
-void expect_close(const std::vector<double>& got, const std::vector<double>& want) {
-  ASSERT_EQ(got.size(), 20u);
+// got: iterations first..20; want: iterations 1..20.
+void expect_close(const std::vector<double>& got, const std::vector<double>& want, size_t first = 1) {
   ASSERT_EQ(want.size(), 20u);
-  for (size_t i = 0; i < want.size(); ++i)
-    EXPECT_LT(std::abs(got[i] - want[i]) / want[i], 1e-5) << "iteration " << i + 1;
+  ASSERT_EQ(got.size(), 21 - first);
+  for (size_t i = 0; i < got.size(); ++i)
+    EXPECT_LT(std::abs(got[i] - want[first - 1 + i]) / want[first - 1 + i], 1e-5)
+        << "iteration " << first + i;
 }
 
 TEST(DpRun, ThreadRanksMatchTheSingleProcessTrainer) {
-  const std::vector<double> single = losses(run(kTrain + " --no-spike-guard"));
-  expect_close(losses(run(kTrain + " --dp 2 --zero 2")), single);
-  expect_close(losses(run(kTrain + " --dp 4 --zero 1")), single);
+  const std::vector<double> single = losses(run(kTrain + " --steps 20 --no-spike-guard"));
+  expect_close(losses(run(kTrain + " --steps 20 --dp 2 --zero 2")), single);
+  expect_close(losses(run(kTrain + " --steps 20 --dp 4 --zero 1")), single);
+}
+
+TEST(DpRun, CheckpointsReshardAcrossLayouts) {
+  const std::vector<double> single = losses(run(kTrain + " --steps 20 --no-spike-guard"));
+  const std::string dir = fresh_dir("reshard"), copy = fresh_dir("reshard_copy");
+  ASSERT_EQ(run(kTrain + " --steps 10 --dp 4 --zero 2 --save " + dir).exit_code, 0);
+  std::filesystem::copy(dir, copy, std::filesystem::copy_options::recursive);
+  expect_close(losses(run(kTrain + " --steps 20 --dp 2 --zero 1 --resume --save " + dir)), single, 11);
+  expect_close(losses(run(kTrain + " --steps 20 --no-spike-guard --resume --save " + copy)), single, 11);
+  std::filesystem::remove_all(dir);
+  std::filesystem::remove_all(copy);
 }
 
 TEST(DpRun, MpiRanksMatchTheSingleProcessTrainer) {
@@ -60,10 +89,30 @@ TEST(DpRun, MpiRanksMatchTheSingleProcessTrainer) {
   GTEST_SKIP() << "built without MPI";
 #else
   const std::string mpirun = std::string(LOOM_MPIEXEC) + " -np 4 --oversubscribe --allow-run-as-root ";
-  const std::vector<double> single = losses(run(kTrain + " --no-spike-guard"));
-  expect_close(losses(run(mpirun + kTrain + " --dp 4 --zero 1")), single);
-  expect_close(losses(run(mpirun + kTrain + " --dp 4 --zero 2")), single);
-  const Output wrong = run(mpirun + kTrain + " --dp 2 2>&1");
+  const std::string train = kTrain + " --steps 20";
+  const std::vector<double> single = losses(run(train + " --no-spike-guard"));
+  expect_close(losses(run(mpirun + train + " --dp 4 --zero 1")), single);
+  expect_close(losses(run(mpirun + train + " --dp 4 --zero 2")), single);
+
+  // kill -9 of one rank after iteration 12; checkpoints every 5: the job resumes from 10.
+  const std::string dir = fresh_dir("killed");
+  const Output killed =
+      run(mpirun + train + " --dp 4 --zero 1 --save-interval 5 --debug-kill-at 12 --save " + dir);
+  EXPECT_NE(killed.exit_code, 0);
+  expect_close(losses(run(mpirun + train + " --dp 4 --zero 1 --resume --save " + dir)), single, 11);
+  std::filesystem::remove_all(dir);
+
+  // The last rank stops answering after iteration 3: every process ends within the timeout.
+  const auto t0 = std::chrono::steady_clock::now();
+  const Output hung = run(mpirun + train + " --dp 4 --zero 1 --debug-hang-at 3 --comm-timeout 2 2>&1");
+  const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_NE(hung.exit_code, 0);
+  EXPECT_LT(waited, 30.0);
+  EXPECT_NE(hung.text.find("of group 'world' (4 ranks): all_reduce timed out after 2.0 s"),
+            std::string::npos)
+      << hung.text;
+
+  const Output wrong = run(mpirun + train + " --dp 2 2>&1");
   EXPECT_NE(wrong.exit_code, 0);
   EXPECT_NE(wrong.text.find("--dp 2: the launch (openmpi) started 4 processes"), std::string::npos)
       << wrong.text;
@@ -71,12 +120,14 @@ TEST(DpRun, MpiRanksMatchTheSingleProcessTrainer) {
 }
 
 TEST(DpRun, RefusesWhatItDoesNotDoYet) {
-  const Output o = run(kTrain + " --dp 2 --zero 1 --save /tmp/loom_dp_never 2>&1");
+  const Output o = run(kTrain + " --steps 2 --dp 2 --zero 1 --eval-interval 1 2>&1");
   EXPECT_NE(o.exit_code, 0);
-  EXPECT_NE(o.text.find("--save/--resume: not supported with --dp/--zero (sharded checkpoints"),
-            std::string::npos)
+  EXPECT_NE(o.text.find("--eval-interval: not supported with --dp/--zero"), std::string::npos)
       << o.text;
-  const Output z = run(kTrain + " --dp 2 --zero 3 2>&1");
+  const Output h = run(kTrain + " --steps 2 --dp 2 --debug-hang-at 1 2>&1");
+  EXPECT_NE(h.exit_code, 0);
+  EXPECT_NE(h.text.find("run it under mpirun"), std::string::npos) << h.text;
+  const Output z = run(kTrain + " --steps 2 --dp 2 --zero 3 2>&1");
   EXPECT_NE(z.exit_code, 0);
   EXPECT_NE(z.text.find("--zero 3"), std::string::npos) << z.text;
 }
