@@ -8,6 +8,7 @@
 
 #include "cli/commands.h"
 #include "cli/table.h"
+#include "planner/plan.h"
 #include "trainer/dp_run.h"
 #include "trainer/trainer.h"
 #ifdef LOOM_WITH_CUDA
@@ -25,6 +26,7 @@ struct TrainArgs {
   std::string attention = "auto";
   int64_t dp = 1;
   int zero = 0;
+  std::string plan;
   bool json = false;
 };
 
@@ -82,6 +84,37 @@ core::Status run_train(TrainArgs& a) {
   }
   LOOM_ASSIGN_OR_RETURN(a.cfg.recompute, core::parse_recompute(a.recompute));
   std::ostream* out = a.json ? &std::cerr : &std::cout;
+  if (!a.plan.empty()) {
+    LOOM_ASSIGN_OR_RETURN(const plan::Plan p, plan::load_plan(a.plan));
+    const core::Layout& l = p.layout;
+    auto cannot = [&](const std::string& what) {
+      return core::error(core::ErrorCode::kInvalidArgument,
+                         "--plan {}: {}; the trainer runs data-parallel layouts today (tp 1, pp 1, "
+                         "ZeRO 0-2{})",
+                         a.plan, what, cuda ? ", one GPU with --backend cuda" : "");
+    };
+    if (l.tp != 1) return cannot(fmt::format("tp {} (tensor parallelism is still to come)", l.tp));
+    if (l.pp != 1 || l.vpp != 1)
+      return cannot(fmt::format("pp {} vpp {} (pipeline parallelism is still to come)", l.pp, l.vpp));
+    if (l.zero > 2) return cannot(fmt::format("zero {} (ZeRO-3 is still to come)", l.zero));
+    if (cuda && (l.dp != 1 || l.zero != 0))
+      return cannot(fmt::format("dp {} zero {} on --backend cuda", l.dp, l.zero));
+    a.cfg.model_spec = p.model;
+    a.cfg.model = p.model.name;
+    a.cfg.mbs = l.mbs;
+    a.cfg.gbs = l.gbs;
+    a.cfg.seq = l.seq;
+    a.cfg.recompute = l.recompute;
+    a.dp = l.dp;
+    a.zero = l.zero;
+    *out << fmt::format(
+        "plan {}: {} {} on {} ({}), predicted {:.4g} s per iteration, {:.3g} GiB on the fullest "
+        "GPU{}\n",
+        a.plan, p.model.name, l.summary(), p.cluster, sim::to_string(p.framework),
+        p.predicted.step_time_s, p.predicted.peak_gib,
+        cuda ? "" : "; the CPU trainer computes in fp32 with data-parallel ranks as threads or "
+                    "MPI processes");
+  }
   if (a.dp != 1 || a.zero != 0) {
     if (cuda) {
       return core::error(core::ErrorCode::kInvalidArgument,
@@ -176,6 +209,9 @@ CommandRunner register_train_command(CLI::App& app) {
   sub->add_option("--backend", args->backend,
                   "compute backend: cpu, or cuda (one GPU; in a CUDA build)")
       ->capture_default_str();
+  sub->add_option("--plan", args->plan,
+                  "run a plan file from `loom plan --out` as written: model, layout (dp, ZeRO, "
+                  "mbs, gbs, seq, recompute) from the plan");
   sub->add_option("--dp", args->dp,
                   "data-parallel ranks on the CPU: threads of this process, or the processes of "
                   "an mpirun -np N launch")
@@ -192,6 +228,15 @@ CommandRunner register_train_command(CLI::App& app) {
   sub->add_flag("--json", args->json, "summary as JSON on stdout (iteration lines on stderr)");
   return [sub, args]() -> core::Status {
     if (!sub->parsed()) return core::ok_status();
+    if (!args->plan.empty()) {
+      for (const char* name : {"--model", "--mbs", "--gbs", "--seq", "--recompute", "--dp", "--zero"}) {
+        if (sub->get_option(name)->count() > 0) {
+          return core::error(core::ErrorCode::kInvalidArgument,
+                             "{} with --plan {}: the plan sets it (drop {}, or train without --plan)",
+                             name, args->plan, name);
+        }
+      }
+    }
     return run_train(*args);
   };
 }

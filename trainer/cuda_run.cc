@@ -37,7 +37,7 @@ core::Status run_cuda_training(const TrainConfig& given, const std::string& atte
     return core::error(core::ErrorCode::kInvalidArgument, "--backend cuda: no CUDA device: {}",
                        devices.no_device_reason);
   }
-  LOOM_ASSIGN_OR_RETURN(core::ModelSpec spec, core::load_model(cfg.model));
+  LOOM_ASSIGN_OR_RETURN(core::ModelSpec spec, resolve_model(cfg));
   std::unique_ptr<BatchSource> data;
   if (cfg.synthetic) {
     data = make_synthetic_source(spec.vocab_size, cfg.seq, cfg.seed);

@@ -180,7 +180,7 @@ core::Status run_data_parallel_training(const TrainConfig& given, int64_t dp, in
   if (cfg.debug_nan_grad_at > 0 || !cfg.debug_loss_spike_at.empty())
     return refuse("--debug-nan-grad-at/--debug-loss-spike-at", "the spike guard does not run here");
   if (cfg.optim.decay_steps <= 0) cfg.optim.decay_steps = cfg.steps;
-  LOOM_ASSIGN_OR_RETURN(core::ModelSpec spec, core::load_model(cfg.model));
+  LOOM_ASSIGN_OR_RETURN(core::ModelSpec spec, resolve_model(cfg));
   LOOM_ASSIGN_OR_RETURN(const comm::LaunchInfo launch, comm::launch_info_from_env());
   const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(cfg.comm_timeout_s * 1000));
 

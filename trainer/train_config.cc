@@ -1,6 +1,8 @@
 // TrainConfig validation and its JSON form: see train_config.h.
 #include "trainer/train_config.h"
 
+#include "core/model_io.h"
+
 namespace loom::train {
 
 namespace {
@@ -28,6 +30,11 @@ core::Status positive(const char* flag, int64_t v) {
 
 }  // namespace
 
+core::Result<core::ModelSpec> resolve_model(const TrainConfig& c) {
+  if (c.model_spec) return *c.model_spec;
+  return core::load_model(c.model);
+}
+
 nlohmann::json train_config_to_json(const TrainConfig& c) {
   nlohmann::json out = nlohmann::json::object();
   TrainConfig copy = c;
@@ -37,7 +44,7 @@ nlohmann::json train_config_to_json(const TrainConfig& c) {
 }
 
 core::Status validate_train_config(const TrainConfig& c) {
-  if (c.model.empty()) {
+  if (c.model.empty() && !c.model_spec) {
     return core::error(core::ErrorCode::kInvalidArgument,
                        "--model is required (a preset name such as tiny-llama, a preset YAML "
                        "or a Hugging Face config.json)");

@@ -5,11 +5,13 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include <nlohmann/json.hpp>
 
 #include "core/layout.h"
+#include "core/model_spec.h"
 #include "core/status.h"
 #include "trainer/optimizer.h"
 #include "trainer/spike_guard.h"
@@ -45,7 +47,12 @@ struct TrainConfig {
   int64_t debug_kill_at = 0;        // SIGKILL itself after finishing this iteration
   int64_t debug_hang_at = 0;        // --dp: the last rank stops answering after this iteration
   double comm_timeout_s = 300;      // --dp: a collective waiting longer fails, naming the call
+  // Set by `loom train --plan`: the plan's model (then `model` is its name only). Not an option.
+  std::optional<core::ModelSpec> model_spec;
 };
+
+// The model to train: model_spec when a plan set it, else core::load_model(model).
+core::Result<core::ModelSpec> resolve_model(const TrainConfig& c);
 
 template <typename V>
 void visit_train_fields(TrainConfig& c, V& v) {

@@ -71,7 +71,7 @@ Trainer::Trainer(const TrainConfig& cfg, const core::ModelSpec& spec, std::ostre
 core::Result<std::unique_ptr<Trainer>> Trainer::create(const TrainConfig& cfg,
                                                        std::ostream* out) {
   LOOM_RETURN_IF_ERROR(validate_train_config(cfg));
-  LOOM_ASSIGN_OR_RETURN(core::ModelSpec spec, core::load_model(cfg.model));
+  LOOM_ASSIGN_OR_RETURN(core::ModelSpec spec, resolve_model(cfg));
   if (spec.position == core::PositionKind::kLearned && cfg.seq > spec.max_seq_len) {
     return core::error(core::ErrorCode::kInvalidArgument,
                        "--seq {} exceeds the {} learned positions of model {}", cfg.seq,

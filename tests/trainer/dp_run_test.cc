@@ -119,6 +119,41 @@ TEST(DpRun, MpiRanksMatchTheSingleProcessTrainer) {
 #endif
 }
 
+// `loom plan --out` then `loom train --plan`: the plan's model and layout, as written (the same
+// losses as the equivalent explicit flags); a plan the trainer cannot run yet is refused by field.
+TEST(DpRun, TrainsAPlanFileAsWritten) {
+  const std::string dir = fresh_dir("plan");
+  std::filesystem::create_directories(dir);
+  const std::string plan = dir + "/plan.yaml", tp_plan = dir + "/tp.yaml";
+  const std::string search = std::string(LOOM_BINARY) +
+                             " plan --model tiny-bloom --cluster dgx-a100-80gb --gpus 2 --gbs 8 "
+                             "--seq 32 --constraint tp=1 --constraint pp=1 --constraint 'zero<=2'";
+  ASSERT_EQ(run(search + " --out " + plan + " > /dev/null").exit_code, 0);
+  const Output planned = run(std::string(LOOM_BINARY) + " train --plan " + plan +
+                             " --synthetic --steps 5 --threads 1 --json");
+  ASSERT_EQ(planned.exit_code, 0) << planned.text;
+  const auto j = nlohmann::json::parse(planned.text);
+  const int64_t dp = j.at("dp"), zero = j.at("zero"), mbs = j.at("config").at("mbs");
+  EXPECT_EQ(dp, 2);
+  const std::vector<double> explicit_flags = losses(run(
+      std::string(LOOM_BINARY) + " train --model tiny-bloom --synthetic --steps 5 --threads 1 --json" +
+      " --gbs 8 --seq 32 --mbs " + std::to_string(mbs) + " --dp 2 --zero " + std::to_string(zero)));
+  EXPECT_EQ(j.at("losses").get<std::vector<double>>(), explicit_flags);
+
+  ASSERT_EQ(run(std::string(LOOM_BINARY) +
+                " plan --model tiny-bloom --cluster dgx-a100-80gb --gpus 2 --gbs 8 --seq 32 "
+                "--constraint tp=2 --out " + tp_plan + " > /dev/null")
+                .exit_code,
+            0);
+  const Output tp = run(std::string(LOOM_BINARY) + " train --plan " + tp_plan + " --synthetic 2>&1");
+  EXPECT_NE(tp.exit_code, 0);
+  EXPECT_NE(tp.text.find("tp 2 (tensor parallelism is still to come)"), std::string::npos) << tp.text;
+  const Output twice = run(std::string(LOOM_BINARY) + " train --plan " + plan + " --mbs 1 --synthetic 2>&1");
+  EXPECT_NE(twice.exit_code, 0);
+  EXPECT_NE(twice.text.find("--mbs with --plan"), std::string::npos) << twice.text;
+  std::filesystem::remove_all(dir);
+}
+
 TEST(DpRun, RefusesWhatItDoesNotDoYet) {
   const Output o = run(kTrain + " --steps 2 --dp 2 --zero 1 --eval-interval 1 2>&1");
   EXPECT_NE(o.exit_code, 0);
