@@ -1,7 +1,9 @@
 // `loom calibrate`: fits a cluster profile's compute section (GEMM efficiency, flash-attention
 // efficiencies, memory efficiency) to measurements taken on the real device and writes the
-// calibrated profile. Today the measurements come from scripts/gpu_torch_reference.py (run by
-// scripts/gpu-check.sh on a GPU machine); the fit is simulator/calibration.h.
+// calibrated profile. The measurements come from scripts/gpu_torch_reference.py (run by
+// scripts/gpu-check.sh on a GPU machine; --measurements), or, for a CPU profile, from Loom's
+// own CPU kernels timed here (--measure, cli/cpu_microbench.h); the fit is
+// simulator/calibration.h.
 //
 // The profile is rewritten line by line: only the calibrated values change, each with a
 // comment naming the measurement and the value it replaced, so every other number keeps its
@@ -21,6 +23,8 @@
 #include "cli/table.h"
 #include "core/data_paths.h"
 #include "core/yaml_reader.h"
+#include "cli/cpu_microbench.h"
+#include "core/model_io.h"
 #include "simulator/calibration.h"
 
 namespace loom::cli {
@@ -32,6 +36,10 @@ using core::ErrorCode;
 struct CalibrateArgs {
   std::string cluster;
   std::string measurements;
+  bool measure = false;
+  std::string model;
+  int64_t mbs = 4;
+  int64_t seq = 0;
   std::string attention_backend = "default";
   std::string name;
   std::string out;
@@ -65,24 +73,55 @@ core::Status run_calibrate(const CalibrateArgs& a) {
   LOOM_ASSIGN_OR_RETURN(core::ClusterProfile profile, core::load_cluster_profile(a.cluster));
   LOOM_ASSIGN_OR_RETURN(std::string profile_path,
                         core::resolve_data_file("cluster_profiles", a.cluster, "cluster profile"));
-  std::ifstream in(a.measurements);
-  if (!in)
-    return core::error(ErrorCode::kNotFound, "--measurements '{}': cannot open the file",
-                       a.measurements);
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    return core::error(ErrorCode::kParse, "--measurements '{}': not JSON: {}", a.measurements,
-                       e.what());
-  }
-  if (a.attention_backend != "default" && a.attention_backend != "flash" &&
-      a.attention_backend != "cudnn")
+  if (a.measure == !a.measurements.empty()) {
     return core::error(ErrorCode::kInvalidArgument,
-                       "--attention-backend '{}': expected default, flash or cudnn",
-                       a.attention_backend);
-  LOOM_ASSIGN_OR_RETURN(sim::CalibrationMeasurements meas,
-                        sim::measurements_from_json(j, a.attention_backend));
+                       "give either --measurements FILE (a GPU's measurements) or --measure (time "
+                       "Loom's CPU kernels here)");
+  }
+  sim::CalibrationMeasurements meas;
+  std::string attention_what = fmt::format("causal SDPA ({})", a.attention_backend);
+  std::string command = fmt::format("loom calibrate --cluster {} --measurements {}", a.cluster,
+                                    a.measurements);
+  if (a.measure) {
+    if (profile.device.kind != "cpu") {
+      return core::error(ErrorCode::kInvalidArgument,
+                         "--measure times Loom's CPU kernels, but cluster '{}' is a {} profile "
+                         "(a GPU's measurements come from scripts/gpu-check.sh: --measurements)",
+                         profile.name, profile.device.kind);
+    }
+    if (a.model.empty())
+      return core::error(ErrorCode::kInvalidArgument, "--measure needs --model (whose shapes to time)");
+    LOOM_ASSIGN_OR_RETURN(const core::ModelSpec model, core::load_model(a.model));
+    core::Layout l;
+    l.gpus = 1;
+    l.mbs = a.mbs;
+    l.gbs = a.mbs;
+    l.seq = a.seq;
+    LOOM_ASSIGN_OR_RETURN(const core::Layout layout, core::resolve_layout(l, model));
+    if (!a.json) std::cerr << fmt::format("Timing {}'s kernels at mbs {} seq {}:\n", model.name, layout.mbs, layout.seq);
+    LOOM_ASSIGN_OR_RETURN(meas, measure_cpu(model, layout, a.json ? nullptr : &std::cerr));
+    attention_what = "Loom's CPU flash attention";
+    command = fmt::format("loom calibrate --cluster {} --measure --model {} --mbs {} --seq {}",
+                          a.cluster, a.model, layout.mbs, layout.seq);
+  } else {
+    std::ifstream in(a.measurements);
+    if (!in)
+      return core::error(ErrorCode::kNotFound, "--measurements '{}': cannot open the file",
+                         a.measurements);
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(in);
+    } catch (const nlohmann::json::exception& e) {
+      return core::error(ErrorCode::kParse, "--measurements '{}': not JSON: {}", a.measurements,
+                         e.what());
+    }
+    if (a.attention_backend != "default" && a.attention_backend != "flash" &&
+        a.attention_backend != "cudnn")
+      return core::error(ErrorCode::kInvalidArgument,
+                         "--attention-backend '{}': expected default, flash or cudnn",
+                         a.attention_backend);
+    LOOM_ASSIGN_OR_RETURN(meas, sim::measurements_from_json(j, a.attention_backend));
+  }
   LOOM_ASSIGN_OR_RETURN(sim::CalibrationResult r, sim::calibrate_compute(profile, meas));
 
   const std::string name = a.name.empty() ? profile.name + "-calibrated" : a.name;
@@ -105,10 +144,10 @@ core::Status run_calibrate(const CalibrateArgs& a) {
        fmt::format("{} GEMMs, least squares in log time", meas.gemms.size())},
       {"attention_fwd_efficiency", r.before.attention_fwd_efficiency,
        r.after.attention_fwd_efficiency,
-       fmt::format("median of {} causal SDPA ({}) forwards", r.attention_fwd_samples, a.attention_backend)},
+       fmt::format("median of {} {} forwards", r.attention_fwd_samples, attention_what)},
       {"attention_bwd_efficiency", r.before.attention_bwd_efficiency,
        r.after.attention_bwd_efficiency,
-       fmt::format("median of {} causal SDPA ({}) backwards", r.attention_bwd_samples, a.attention_backend)},
+       fmt::format("median of {} {} backwards", r.attention_bwd_samples, attention_what)},
       {"memory_efficiency", r.before.memory_efficiency, r.after.memory_efficiency,
        meas.copy_gb_s ? fmt::format("copy {:.0f} GB/s", *meas.copy_gb_s) : std::string()},
   };
@@ -130,8 +169,7 @@ core::Status run_calibrate(const CalibrateArgs& a) {
     const std::string tmp = a.out + ".tmp";
     {
       std::ofstream out(tmp, std::ios::trunc);
-      out << "# Calibrated by `loom calibrate --cluster " << a.cluster << " --measurements "
-          << a.measurements << "` on " << date << ".\n" << text;
+      out << "# Calibrated by `" << command << "` on " << date << ".\n" << text;
       if (!out.flush())
         return core::error(ErrorCode::kIo, "--out '{}': cannot write {}", a.out, tmp);
     }
@@ -187,8 +225,14 @@ CommandRunner register_calibrate_command(CLI::App& app) {
   cmd->add_option("--cluster", a->cluster, "cluster profile name or YAML to calibrate")->required();
   cmd->add_option("--measurements", a->measurements,
                   "JSON of device measurements (scripts/gpu_torch_reference.py: gemm, attention, "
-                  "memory)")
-      ->required();
+                  "memory)");
+  cmd->add_flag("--measure", a->measure,
+                "time Loom's CPU kernels here instead (a CPU profile): the GEMMs the simulator "
+                "prices for --model, its attention, a copy");
+  cmd->add_option("--model", a->model, "with --measure: the model whose shapes are timed");
+  cmd->add_option("--mbs", a->mbs, "with --measure: micro-batch size of the timed shapes")
+      ->capture_default_str();
+  cmd->add_option("--seq", a->seq, "with --measure: sequence length (default: the model's)");
   cmd->add_option("--attention-backend", a->attention_backend,
                   "which attention rows to fit: default, flash, cudnn")
       ->capture_default_str();

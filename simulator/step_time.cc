@@ -52,14 +52,17 @@ struct Context {
 };
 
 // Device time of a compute op with the framework's kernel quality, floored by the host's
-// dispatch cost (a GPU that finishes faster than the CPU issues waits for it).
+// dispatch cost (a GPU that finishes faster than the CPU issues waits for it). A CPU profile's
+// efficiencies are Loom's own CPU kernels (`loom calibrate --measure`), the only kernels that
+// run there: the framework's rates relative to the GPU reference kernels do not apply.
 double kernel_time_s(const Context& x, const Op& op) {
   double t = 0;
   const double stack = x.in.software_efficiency_scale;
+  const bool cpu = x.in.cluster.device.kind == "cpu";
   if (op.kind == OpKind::kGemm) {
-    t = x.compute.op_time_s(op) / (x.fw.gemm_efficiency_scale * stack);
+    t = x.compute.op_time_s(op) / ((cpu ? 1.0 : x.fw.gemm_efficiency_scale) * stack);
   } else if (op.kind == OpKind::kAttention) {
-    t = x.compute.op_time_s(op) / (x.fw.attention_efficiency_scale * stack);
+    t = x.compute.op_time_s(op) / ((cpu ? 1.0 : x.fw.attention_efficiency_scale) * stack);
   } else {
     t = x.compute.elementwise_time_s(op.bytes * x.fw.elementwise_traffic_scale);
   }

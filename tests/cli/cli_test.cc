@@ -215,6 +215,42 @@ TEST(CliCalibrate, WritesALoadableProfileAndRejectsBadInput) {
   EXPECT_FALSE(none.good());
 }
 
+// `loom calibrate --measure` times Loom's CPU kernels over the shapes the simulator prices for
+// a model, fits the CPU profile (efficiencies in (0, 1], the fitted GEMM model within 50% of the
+// measured times at the median), and writes a profile that simulates; GPU profiles and missing
+// inputs are refused by name.
+TEST(CliCalibrate, MeasuresTheCpuKernelsAndFitsTheCpuProfile) {
+  const std::string out = ::testing::TempDir() + "loom-local-cpu-measured.yaml";
+  std::remove(out.c_str());
+  Output o = run_loom("calibrate --cluster local-cpu --measure --model tiny-llama --mbs 2 --seq 64 "
+                      "--name local-test --json --out " + out);
+  ASSERT_EQ(o.exit_code, 0) << o.text;
+  const auto j = nlohmann::json::parse(o.text);
+  EXPECT_GE(j["gemm"]["samples"].get<int>(), 10);
+  // The fit minimises the squared log error (not the median), on a shared, noisy 2-core VM:
+  // a sanity bound on the fitted model, not a speed claim.
+  EXPECT_LT(j["gemm"]["median_error_after"].get<double>(), 0.5);
+  for (const char* f : {"attention_fwd_efficiency", "attention_bwd_efficiency", "memory_efficiency"}) {
+    const double after = j["fields"][f]["after"];
+    EXPECT_GT(after, 0) << f;
+    EXPECT_LE(after, 1) << f;
+  }
+  o = run_loom("simulate --model tiny-llama --cluster " + out +
+               " --framework loom --gpus 1 --mbs 2 --gbs 4 --seq 64 --precision fp32 --json");
+  ASSERT_EQ(o.exit_code, 0) << o.text;
+  EXPECT_EQ(nlohmann::json::parse(o.text)["cluster"], "local-test");
+
+  o = run_loom("calibrate --cluster h200-1gpu --measure --model tiny-llama");
+  EXPECT_EQ(o.exit_code, 2);
+  EXPECT_NE(o.text.find("is a gpu profile"), std::string::npos) << o.text;
+  o = run_loom("calibrate --cluster local-cpu --measure");
+  EXPECT_EQ(o.exit_code, 2);
+  EXPECT_NE(o.text.find("--measure needs --model"), std::string::npos) << o.text;
+  o = run_loom("calibrate --cluster local-cpu");
+  EXPECT_EQ(o.exit_code, 2);
+  EXPECT_NE(o.text.find("give either --measurements FILE"), std::string::npos) << o.text;
+}
+
 // Without a usable GPU, `--backend cuda` is a clear error naming why (a build without CUDA, or
 // the driver's answer), exit code 2; with one, the run trains and the test has nothing to check.
 TEST(CliTrain, CudaBackendWithoutADeviceIsAClearError) {

@@ -1,0 +1,133 @@
+// CPU microbenchmarks for calibration: see cpu_microbench.h.
+#include "cli/cpu_microbench.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <map>
+#include <random>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "kernels/cpu/cpu_ops.h"
+#include "simulator/block_ops.h"
+
+namespace loom::cli {
+
+namespace {
+
+namespace cpu = kernels::cpu;
+
+// Median seconds of f() over repeats (at least 3, up to 0.3 s of runs), after one warm-up.
+template <typename F>
+double median_seconds(F&& f) {
+  f();
+  std::vector<double> t;
+  double total = 0;
+  while (t.size() < 3 || (total < 0.3 && t.size() < 50)) {
+    const auto t0 = std::chrono::steady_clock::now();
+    f();
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    t.push_back(s);
+    total += s;
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+std::vector<float> random_values(size_t n, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> normal(0.f, 1.f);
+  std::vector<float> v(n);
+  for (float& x : v) x = normal(rng);
+  return v;
+}
+
+bool ends_with(const std::string& s, const char* tail) {
+  const size_t n = std::strlen(tail);
+  return s.size() >= n && s.compare(s.size() - n, n, tail) == 0;
+}
+
+}  // namespace
+
+core::Result<sim::CalibrationMeasurements> measure_cpu(const core::ModelSpec& model,
+                                                      const core::Layout& layout,
+                                                      std::ostream* progress) {
+  sim::CalibrationMeasurements meas;
+  meas.source = fmt::format("Loom's CPU kernels, {} OpenMP threads, {} mbs {} seq {}",
+                            omp_get_max_threads(), model.name, layout.mbs, layout.seq);
+  const sim::OpOptions opts;
+  std::vector<sim::Op> ops = sim::block_forward_ops(model, layout, opts);
+  for (const auto& list : {sim::block_backward_ops(model, layout, opts),
+                           sim::lm_head_ops(model, layout, false), sim::lm_head_ops(model, layout, true)})
+    ops.insert(ops.end(), list.begin(), list.end());
+
+  // GEMMs, each distinct (orientation, m, n, k) once.
+  std::map<std::tuple<int, int64_t, int64_t, int64_t>, std::string> shapes;
+  for (const sim::Op& op : ops) {
+    if (op.kind != sim::OpKind::kGemm || op.batch != 1) continue;
+    const std::string name = op.name;
+    const int orient = ends_with(name, "wgrad") ? 2 : ends_with(name, "dgrad") ? 1 : 0;
+    shapes.emplace(std::tuple{orient, static_cast<int64_t>(op.m), static_cast<int64_t>(op.n),
+                              static_cast<int64_t>(op.k)},
+                   name);
+  }
+  for (const auto& [key, name] : shapes) {
+    const auto [orient, m, n, k] = key;
+    const std::vector<float> a = random_values(static_cast<size_t>(m * k), 1);
+    const std::vector<float> b = random_values(static_cast<size_t>(n * k), 2);
+    std::vector<float> c(static_cast<size_t>(m * n));
+    const double s = median_seconds([&] {
+      if (orient == 0) cpu::matmul_nt<float>(m, n, k, a.data(), b.data(), c.data(), 0.f);
+      else if (orient == 1) cpu::matmul_nn<float>(m, n, k, a.data(), b.data(), c.data(), 0.f);
+      else cpu::matmul_tn<float>(m, n, k, a.data(), b.data(), c.data(), 0.f);
+    });
+    meas.gemms.push_back({fmt::format("{} {}x{}x{}", name, m, n, k), double(m), double(n), double(k), 1, s});
+    if (progress != nullptr)
+      *progress << fmt::format("  gemm {:<14} {:>6} x {:>6} x {:>6}: {:9.3f} ms, {:6.1f} GFLOP/s\n",
+                               name, m, n, k, s * 1e3, 2.0 * m * n * k / s / 1e9);
+  }
+
+  // Attention at the layout's shape (heads of one tensor-parallel rank).
+  const int64_t b = layout.mbs, t = layout.seq, hq = model.num_heads / layout.tp,
+                hkv = std::max<int64_t>(1, model.num_kv_heads / layout.tp),
+                d = model.head_dim_or_default();
+  const auto q = random_values(static_cast<size_t>(b * t * hq * d), 3);
+  const auto kk = random_values(static_cast<size_t>(b * t * hkv * d), 4);
+  const auto v = random_values(static_cast<size_t>(b * t * hkv * d), 5);
+  const auto dout = random_values(static_cast<size_t>(b * t * hq * d), 6);
+  std::vector<float> out(q.size()), lse(static_cast<size_t>(b * hq * t)), dq(q.size()),
+      dk(kk.size()), dv(v.size());
+  const double fwd_flops = 4.0 * b * hq * t * t * d * 0.5;  // as simulator/block_ops.cc counts
+  const double fwd_s = median_seconds([&] {
+    cpu::attention_fwd<float>(b, t, hq, hkv, d, q.data(), kk.data(), v.data(), nullptr, out.data(), lse.data());
+  });
+  const double bwd_s = median_seconds([&] {
+    cpu::attention_bwd<float>(b, t, hq, hkv, d, q.data(), kk.data(), v.data(), nullptr, out.data(),
+                              lse.data(), dout.data(), dq.data(), dk.data(), dv.data());
+  });
+  const std::string label = fmt::format("b{} t{} hq{} hkv{} d{}", b, t, hq, hkv, d);
+  meas.attention.push_back({label + " fwd", fwd_flops, false, fwd_s});
+  meas.attention.push_back({label + " bwd", 2.5 * fwd_flops, true, bwd_s});
+  if (progress != nullptr)
+    *progress << fmt::format("  attention {}: forward {:.3f} ms, backward {:.3f} ms\n", label,
+                             fwd_s * 1e3, bwd_s * 1e3);
+
+  // Memory: an OpenMP copy of 256 MiB (bytes read + written).
+  const int64_t n = int64_t{64} << 20;
+  std::vector<float> src(static_cast<size_t>(n), 1.f), dst(static_cast<size_t>(n));
+  const double copy_s = median_seconds([&] {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; ++i) dst[static_cast<size_t>(i)] = src[static_cast<size_t>(i)];
+  });
+  meas.copy_gb_s = 2.0 * 4.0 * static_cast<double>(n) / copy_s / 1e9;
+  if (progress != nullptr) *progress << fmt::format("  copy: {:.1f} GB/s\n", *meas.copy_gb_s);
+  return meas;
+}
+
+}  // namespace loom::cli
