@@ -38,17 +38,7 @@ core::Status run_cuda_training(const TrainConfig& given, const std::string& atte
                        devices.no_device_reason);
   }
   LOOM_ASSIGN_OR_RETURN(core::ModelSpec spec, resolve_model(cfg));
-  std::unique_ptr<BatchSource> data;
-  if (cfg.synthetic) {
-    data = make_synthetic_source(spec.vocab_size, cfg.seq, cfg.seed);
-  } else {
-    LOOM_ASSIGN_OR_RETURN(data, open_dataset_source(cfg.data, cfg.seq, cfg.seed, cfg.train_fraction));
-    if (data->max_token() >= spec.vocab_size) {
-      return core::error(core::ErrorCode::kInvalidArgument,
-                         "--data {}: token ids up to {} but model '{}' has a vocabulary of {}",
-                         cfg.data, data->max_token(), spec.name, spec.vocab_size);
-    }
-  }
+  LOOM_ASSIGN_OR_RETURN(std::unique_ptr<BatchSource> data, open_batch_source(cfg, spec));
   if (cfg.optim.decay_steps <= 0) cfg.optim.decay_steps = cfg.steps;
   LOOM_ASSIGN_OR_RETURN(const CudaTransformer::Attention kernels,
                         CudaTransformer::parse_attention(attention));
@@ -136,9 +126,7 @@ core::Status run_cuda_training(const TrainConfig& given, const std::string& atte
     rec.grad_norm = s.grad_norm;
     rec.step_time_s = dt;
     rec.tokens_per_s = tokens / dt;
-    summary->records.push_back(rec);
-    summary->final_loss = s.loss;
-    summary->last_step = step;
+    summary->add(rec);
     done = step;
     if (!cfg.save.empty() && cfg.save_interval > 0 && step % cfg.save_interval == 0) {
       LOOM_RETURN_IF_ERROR(save("interval"));

@@ -37,17 +37,7 @@ core::Status refuse(const char* option, const char* why) {
 // One rank's loop; rank 0 reports.
 core::Status run_rank(const TrainConfig& cfg, const core::ModelSpec& spec, int zero,
                       comm::Communicator* dp, std::ostream* out, TrainSummary* summary) {
-  std::unique_ptr<BatchSource> data;
-  if (cfg.synthetic) {
-    data = make_synthetic_source(spec.vocab_size, cfg.seq, cfg.seed);
-  } else {
-    LOOM_ASSIGN_OR_RETURN(data, open_dataset_source(cfg.data, cfg.seq, cfg.seed, cfg.train_fraction));
-    if (data->max_token() >= spec.vocab_size) {
-      return core::error(core::ErrorCode::kInvalidArgument,
-                         "--data {}: token ids up to {} but model '{}' has a vocabulary of {}",
-                         cfg.data, data->max_token(), spec.name, spec.vocab_size);
-    }
-  }
+  LOOM_ASSIGN_OR_RETURN(std::unique_ptr<BatchSource> data, open_batch_source(cfg, spec));
   std::vector<float> init(static_cast<size_t>(ParamLayout(spec).total()));
   std::mt19937_64 rng(cfg.seed);
   init_weights(ParamLayout(spec), spec.num_layers, cfg.init_std, rng, init.data());
@@ -130,9 +120,7 @@ core::Status run_rank(const TrainConfig& cfg, const core::ModelSpec& spec, int z
     rec.grad_norm = s.grad_norm;
     rec.step_time_s = dt;
     rec.tokens_per_s = tokens / dt;
-    summary->records.push_back(rec);
-    summary->final_loss = s.loss;
-    summary->last_step = step;
+    summary->add(rec);
     if (report && !cfg.quiet && out != nullptr) {
       *out << fmt::format(
           " iteration {:>8}/{:>8} | consumed samples: {:>10} | elapsed time per iteration (ms): "

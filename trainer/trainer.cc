@@ -79,19 +79,7 @@ core::Result<std::unique_ptr<Trainer>> Trainer::create(const TrainConfig& cfg,
   }
   if (cfg.threads > 0) omp_set_num_threads(static_cast<int>(cfg.threads));
   std::unique_ptr<Trainer> t(new Trainer(cfg, spec, out));
-  if (cfg.synthetic) {
-    t->data_ = make_synthetic_source(spec.vocab_size, cfg.seq, cfg.seed);
-  } else {
-    LOOM_ASSIGN_OR_RETURN(t->data_,
-                          open_dataset_source(cfg.data, cfg.seq, cfg.seed, cfg.train_fraction));
-    if (t->data_->max_token() >= spec.vocab_size) {
-      return core::error(core::ErrorCode::kInvalidArgument,
-                         "--data {} holds token id {} but model {} has a vocabulary of {} "
-                         "(ids 0..{}); prepare the data with the model's tokenizer",
-                         cfg.data, t->data_->max_token(), spec.name, spec.vocab_size,
-                         spec.vocab_size - 1);
-    }
-  }
+  LOOM_ASSIGN_OR_RETURN(t->data_, open_batch_source(cfg, spec));
   if (!cfg.log.empty()) {
     auto f = std::make_unique<std::ofstream>(cfg.log, cfg.resume ? std::ios::app : std::ios::trunc);
     if (!*f) {
@@ -101,6 +89,21 @@ core::Result<std::unique_ptr<Trainer>> Trainer::create(const TrainConfig& cfg,
   }
   t->init_weights();
   return t;
+}
+
+core::Result<std::unique_ptr<BatchSource>> open_batch_source(const TrainConfig& cfg,
+                                                             const core::ModelSpec& spec) {
+  if (cfg.synthetic) return make_synthetic_source(spec.vocab_size, cfg.seq, cfg.seed);
+  LOOM_ASSIGN_OR_RETURN(std::unique_ptr<BatchSource> data,
+                        open_dataset_source(cfg.data, cfg.seq, cfg.seed, cfg.train_fraction));
+  if (data->max_token() >= spec.vocab_size) {
+    return core::error(core::ErrorCode::kInvalidArgument,
+                       "--data {} holds token id {} but model {} has a vocabulary of {} "
+                       "(ids 0..{}); prepare the data with the model's tokenizer",
+                       cfg.data, data->max_token(), spec.name, spec.vocab_size,
+                       spec.vocab_size - 1);
+  }
+  return data;
 }
 
 void init_weights(const ParamLayout& layout, int64_t num_layers, double init_std,

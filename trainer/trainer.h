@@ -55,8 +55,19 @@ struct TrainSummary {
   std::map<std::string, double> phase_seconds;  // CUDA backend: device time per iteration by phase
   std::string attention_kernels;  // CUDA backend: fused, gemm or flash (kernels/cuda/attention.h)
   std::vector<StepRecord> records;
+  // Appends an iteration's record (final_loss and last_step follow it).
+  void add(const StepRecord& r) {
+    records.push_back(r);
+    final_loss = r.loss;
+    last_step = r.step;
+  }
   nlohmann::json to_json() const;
 };
+
+// The batches of a run: synthetic tokens (--synthetic) or the dataset (--data), whose token
+// ids must fit the model's vocabulary (an error names both). Every backend's loop reads these.
+core::Result<std::unique_ptr<BatchSource>> open_batch_source(const TrainConfig& cfg,
+                                                             const core::ModelSpec& spec);
 
 // The CPU trainer's initial weights: N(0, init_std) matrices in layout order from `rng`
 // (residual output projections / sqrt(2 L), GPT-2 / Megatron), norm weights 1, biases 0.

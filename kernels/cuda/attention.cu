@@ -17,6 +17,7 @@
 #include "kernels/cpu/numerics.h"
 #include "kernels/cuda/bf16_bits.cuh"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/gemm.h"
 
 namespace loom::kernels::cuda {
@@ -292,14 +293,9 @@ void check_shape(int64_t b, int64_t t, int64_t hq, int64_t hkv, int64_t d) {
                                 " (need Hq % Hkv == 0, 0 < D <= 256)");
 }
 
-// Launches kernel<kChunks> with the dynamic shared memory it needs (opting in above 48 KiB).
 template <typename Kernel, typename... Args>
 void launch(Kernel kernel, dim3 grid, std::size_t smem, cudaStream_t stream, Args... args) {
-  if (smem > 48 * 1024)
-    LOOM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         static_cast<int>(smem)));
-  kernel<<<grid, kThreads, smem, stream>>>(args...);
-  LOOM_CUDA_CHECK_LAUNCH();
+  launch_with_smem(kernel, grid, kThreads, smem, stream, args...);
 }
 
 // Calls f(std::integral_constant<int, C>) with C = ceil(d / 32) in 1..8.

@@ -30,6 +30,7 @@
 #include "kernels/cpu/numerics.h"
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/launch.cuh"
 
 namespace loom::kernels::cuda {
 
@@ -553,11 +554,7 @@ void check_fused_shape(int64_t b, int64_t t, int64_t hq, int64_t hkv, int64_t d,
 
 template <typename Kernel, typename... Args>
 void launch(Kernel kernel, dim3 grid, std::size_t smem, cudaStream_t stream, Args... args) {
-  if (smem > 48 * 1024)
-    LOOM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         static_cast<int>(smem)));
-  kernel<<<grid, kThreads, smem, stream>>>(args...);
-  LOOM_CUDA_CHECK_LAUNCH();
+  launch_with_smem(kernel, grid, kThreads, smem, stream, args...);
 }
 
 // Calls f(std::integral_constant<int, D>) for the supported head dimensions.
