@@ -38,9 +38,10 @@ core::Status refuse(const char* option, const char* why) {
 core::Status run_rank(const TrainConfig& cfg, const core::ModelSpec& spec, int zero,
                       comm::Communicator* dp, std::ostream* out, TrainSummary* summary) {
   LOOM_ASSIGN_OR_RETURN(std::unique_ptr<BatchSource> data, open_batch_source(cfg, spec));
-  std::vector<float> init(static_cast<size_t>(ParamLayout(spec).total()));
+  const ParamLayout layout(spec);
+  std::vector<float> init(static_cast<size_t>(layout.total()));
   std::mt19937_64 rng(cfg.seed);
-  init_weights(ParamLayout(spec), spec.num_layers, cfg.init_std, rng, init.data());
+  init_weights(layout, spec.num_layers, cfg.init_std, rng, init.data());
   LOOM_ASSIGN_OR_RETURN(auto trainer,
                         DataParallelTrainer::create(spec, cfg.recompute, cfg.optim, zero, dp, init));
   const bool report = dp->rank() == 0;
@@ -148,6 +149,12 @@ core::Status run_rank(const TrainConfig& cfg, const core::ModelSpec& spec, int z
   return core::ok_status();
 }
 
+int64_t peak_rss_bytes() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return static_cast<int64_t>(ru.ru_maxrss) * 1024;  // Linux: KiB
+}
+
 }  // namespace
 
 core::Status run_data_parallel_training(const TrainConfig& given, int64_t dp, int zero,
@@ -171,6 +178,8 @@ core::Status run_data_parallel_training(const TrainConfig& given, int64_t dp, in
   LOOM_ASSIGN_OR_RETURN(core::ModelSpec spec, resolve_model(cfg));
   LOOM_ASSIGN_OR_RETURN(const comm::LaunchInfo launch, comm::launch_info_from_env());
   const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(cfg.comm_timeout_s * 1000));
+  if (launch.rank == 0 && cfg.guard.enabled && !cfg.quiet && out != nullptr)
+    *out << "note: the spike guard does not run with --dp/--zero yet (--no-spike-guard silences this)\n";
 
   if (launch.world_size > 1) {  // one rank of a multi-process launch
 #ifdef LOOM_WITH_MPI
@@ -181,8 +190,6 @@ core::Status run_data_parallel_training(const TrainConfig& given, int64_t dp, in
     }
     if (cfg.threads > 0) omp_set_num_threads(static_cast<int>(cfg.threads));
     *reporting = launch.rank == 0;
-    if (*reporting && cfg.guard.enabled && !cfg.quiet && out != nullptr)
-      *out << "note: the spike guard does not run with --dp/--zero yet (--no-spike-guard silences this)\n";
     core::Status st = core::ok_status();
     {
       LOOM_ASSIGN_OR_RETURN(auto world, comm::make_mpi_world(nullptr, nullptr));
@@ -191,9 +198,7 @@ core::Status run_data_parallel_training(const TrainConfig& given, int64_t dp, in
       if (!st.ok()) comm::mpi_abort(st);  // prints "rank N: ..." and stops every process
     }
     comm::mpi_finalize();
-    rusage ru{};
-    getrusage(RUSAGE_SELF, &ru);
-    summary->peak_rss_bytes = static_cast<int64_t>(ru.ru_maxrss) * 1024;
+    summary->peak_rss_bytes = peak_rss_bytes();
     return st;
 #else
     return core::error(core::ErrorCode::kInvalidArgument,
@@ -206,8 +211,6 @@ core::Status run_data_parallel_training(const TrainConfig& given, int64_t dp, in
   // The thread backend: dp ranks in this process, sharing its cores.
   if (cfg.debug_hang_at > 0)
     return refuse("--debug-hang-at", "a hung thread cannot be stopped; run it under mpirun");
-  if (cfg.guard.enabled && !cfg.quiet && out != nullptr)
-    *out << "note: the spike guard does not run with --dp/--zero yet (--no-spike-guard silences this)\n";
   const int cores = cfg.threads > 0 ? static_cast<int>(cfg.threads) : omp_get_max_threads();
   const int per_rank = std::max(1, cores / static_cast<int>(dp));
   auto world = comm::make_thread_world(static_cast<int>(dp));
@@ -225,9 +228,7 @@ core::Status run_data_parallel_training(const TrainConfig& given, int64_t dp, in
   for (int r = 0; r < dp; ++r)
     if (!status[r].ok()) return status[r].with_context(fmt::format("data-parallel rank {}", r));
   *summary = summaries[0];
-  rusage ru{};
-  getrusage(RUSAGE_SELF, &ru);
-  summary->peak_rss_bytes = static_cast<int64_t>(ru.ru_maxrss) * 1024;
+  summary->peak_rss_bytes = peak_rss_bytes();
   return core::ok_status();
 }
 
