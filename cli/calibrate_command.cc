@@ -149,7 +149,12 @@ core::Status run_calibrate(const CalibrateArgs& a) {
        r.after.attention_bwd_efficiency,
        fmt::format("median of {} {} backwards", r.attention_bwd_samples, attention_what)},
       {"memory_efficiency", r.before.memory_efficiency, r.after.memory_efficiency,
-       meas.copy_gb_s ? fmt::format("copy {:.0f} GB/s", *meas.copy_gb_s) : std::string()},
+       !meas.copy_gb_s ? std::string()
+       : meas.large_copy_gb_s
+           ? fmt::format("the trainer's element-wise kernels on one block, {:.1f} GB/s effective "
+                         "(a 256 MiB copy: {:.1f} GB/s)",
+                         *meas.copy_gb_s, *meas.large_copy_gb_s)
+           : fmt::format("copy {:.0f} GB/s", *meas.copy_gb_s)},
   };
   for (const Field& f : fields) {
     if (f.after == f.before) continue;  // not measured: the line and its source stay

@@ -26,5 +26,6 @@ CommandRunner register_export_hf_command(CLI::App& app);  // loom export-hf
 CommandRunner register_train_command(CLI::App& app);      // loom train
 CommandRunner register_eval_command(CLI::App& app);       // loom eval
 CommandRunner register_calibrate_command(CLI::App& app);  // loom calibrate
+CommandRunner register_run_command(CLI::App& app);        // loom run
 
 }  // namespace loom::cli

@@ -26,6 +26,7 @@ int main(int argc, char** argv) {
       loom::cli::register_validate_command(app),
       loom::cli::register_devices_command(app),
       loom::cli::register_calibrate_command(app),
+      loom::cli::register_run_command(app),
   };
   try {
     app.parse(argc, argv);

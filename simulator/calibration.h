@@ -38,6 +38,8 @@ struct CalibrationMeasurements {
   std::vector<GemmSample> gemms;
   std::vector<AttentionSample> attention;
   std::optional<double> copy_gb_s;  // bytes read + written / s of a large device copy, 1e9
+                                    // (CPU: of the trainer's element-wise kernels; fitted)
+  std::optional<double> large_copy_gb_s;  // CPU: the 256 MiB copy, reported only
 };
 
 struct GemmFitRow {

@@ -68,6 +68,8 @@ class DataParallelTrainer {
   // Bytes of training state this rank holds: fp32 weights, the full-size gradient buffer, the
   // gradient shard (ZeRO-1/2 staging), the Adam moments of its shard.
   int64_t state_bytes() const;
+  // High-water bytes of the model's activations and scratch on this rank.
+  int64_t workspace_bytes() const { return model_.workspace_high_water_bytes(); }
 
  private:
   DataParallelTrainer(const core::ModelSpec& spec, core::Recompute recompute,

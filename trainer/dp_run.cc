@@ -146,6 +146,7 @@ core::Status run_rank(const TrainConfig& cfg, const core::ModelSpec& spec, int z
                                                          : summary->records.back().step_time_s;
   summary->tokens_per_s = summary->mean_step_time_s > 0 ? tokens / summary->mean_step_time_s : 0;
   summary->state_bytes = trainer->state_bytes();
+  summary->workspace_bytes = trainer->workspace_bytes();
   return core::ok_status();
 }
 

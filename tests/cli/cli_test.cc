@@ -251,6 +251,25 @@ TEST(CliCalibrate, MeasuresTheCpuKernelsAndFitsTheCpuProfile) {
   EXPECT_NE(o.text.find("give either --measurements FILE"), std::string::npos) << o.text;
 }
 
+// `loom run` plans within what the trainer runs, trains it and reports both sides: the JSON keys
+// scripts read, finite positive figures on each side (their agreement is a report, measured on
+// this machine in docs/validation/cpu-runs.md, not a unit-test assertion).
+TEST(CliRun, PlansTrainsAndReportsPredictedAndMeasured) {
+  const Output o = run_loom("run --model tiny-llama --cluster local-cpu --gbs 4 --seq 64 --steps 3 --json");
+  ASSERT_EQ(o.exit_code, 0) << o.text;
+  const auto j = nlohmann::json::parse(o.text.substr(o.text.find("{\n")));
+  for (const char* k : {"predicted_step_time_s", "measured_step_time_s", "predicted_peak_gib",
+                        "measured_peak_gib", "predicted_tokens_per_s", "measured_tokens_per_s"}) {
+    EXPECT_GT(j.at(k).get<double>(), 0) << k;
+  }
+  EXPECT_NE(j.at("plan").get<std::string>().find("tp: 1"), std::string::npos);
+  EXPECT_EQ(j.at("iterations"), 3);
+  EXPECT_EQ(j.at("ranks").size(), 1u);
+  const Output bad = run_loom("run --model tiny-llama --cluster local-cpu --gbs 4 --seq 64 --constraint tp=2");
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.text.find("no layout the trainer runs"), std::string::npos) << bad.text;
+}
+
 // Without a usable GPU, `--backend cuda` is a clear error naming why (a build without CUDA, or
 // the driver's answer), exit code 2; with one, the run trains and the test has nothing to check.
 TEST(CliTrain, CudaBackendWithoutADeviceIsAClearError) {

@@ -1,0 +1,177 @@
+// `loom run`: one command that plans and trains, then sets the prediction against the
+// measurement (issue 7). The search is `loom plan`'s, restricted to the layouts the trainer runs
+// today (tp 1, pp 1, ZeRO 0-2; on a CPU profile in fp32, the CPU trainer's precision); the best
+// plan is trained for --steps iterations on synthetic tokens (the single-process trainer, or
+// data-parallel ranks as threads / MPI processes, trainer/dp_run.h); then predicted and measured
+// step time, tokens/s and per-rank training memory (weights, gradients, optimizer state,
+// activations and scratch) are printed as a table or JSON. A CPU profile should be calibrated
+// first (`loom calibrate --measure`). GPU profiles train through the CUDA trainer (one GPU).
+#include <iostream>
+#include <memory>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "cli/commands.h"
+#include "cli/table.h"
+#include "core/cluster_profile.h"
+#include "core/model_io.h"
+#include "planner/plan.h"
+#include "planner/search.h"
+#include "trainer/dp_run.h"
+#include "trainer/trainer.h"
+#ifdef LOOM_WITH_CUDA
+#include "trainer/cuda_run.h"
+#endif
+
+namespace loom::cli {
+
+namespace {
+
+struct RunArgs {
+  std::string model;
+  std::string cluster;
+  int64_t gpus = 1;
+  int64_t gbs = 0;
+  int64_t seq = 0;
+  int64_t steps = 10;
+  std::vector<std::string> constraints;
+  uint64_t seed = 1234;
+  bool json = false;
+};
+
+core::Status run_run(const RunArgs& a) {
+  plan::PlanRequest req;
+  LOOM_ASSIGN_OR_RETURN(req.model, core::load_model(a.model));
+  LOOM_ASSIGN_OR_RETURN(req.cluster, core::load_cluster_profile(a.cluster));
+  const bool cpu = req.cluster.device.kind == "cpu";
+#ifndef LOOM_WITH_CUDA
+  if (!cpu) {
+    return core::error(core::ErrorCode::kInvalidArgument,
+                       "--cluster {}: a GPU profile, and this loom was built without CUDA; run "
+                       "on a CPU profile (local-cpu, after `loom calibrate --measure`)",
+                       a.cluster);
+  }
+#endif
+  req.cluster_name = a.cluster;
+  req.framework = sim::Framework::kLoom;
+  req.precision = cpu ? core::Precision::kFp32 : core::Precision::kBf16;
+  req.gpus = a.gpus;
+  req.gbs = a.gbs;
+  req.seq = a.seq > 0 ? a.seq : req.model.max_seq_len;
+  req.top_k = 1;
+  for (const char* c : {"tp=1", "pp=1", "vpp=1", "zero<=2"})
+    req.constraints.push_back(plan::parse_constraint(c).value());
+  // ZeRO shards nothing on one rank (and its staging buffers would only cost memory).
+  if (!cpu || a.gpus == 1) req.constraints.push_back(plan::parse_constraint("zero=0").value());
+  for (const auto& c : a.constraints) {
+    LOOM_ASSIGN_OR_RETURN(plan::Constraint parsed, plan::parse_constraint(c));
+    req.constraints.push_back(parsed);
+  }
+  LOOM_ASSIGN_OR_RETURN(plan::PlanResult result, plan::search_plans(req));
+  if (result.top.empty()) {
+    return core::error(core::ErrorCode::kInfeasible,
+                       "no layout the trainer runs (tp 1, pp 1, ZeRO 0-2) fits {} on {} x {} with "
+                       "gbs {} and seq {}{}",
+                       req.model.name, req.gpus, req.cluster.name, req.gbs, req.seq,
+                       result.best_rejected_reason.empty() ? "" : ": " + result.best_rejected_reason);
+  }
+  const plan::Evaluated& best = result.top[0];
+  const core::Layout& l = best.layout;
+  std::ostream* out = a.json ? &std::cerr : &std::cout;
+  *out << fmt::format("plan: {} {} on {} x {}: predicted {:.4g} s per iteration, {:.3g} GiB per rank\n",
+                      req.model.name, l.summary(), req.gpus, req.cluster.name, best.step.step_time_s,
+                      best.peak_gib);
+
+  train::TrainConfig cfg;
+  cfg.model_spec = req.model;
+  cfg.model = req.model.name;
+  cfg.synthetic = true;
+  cfg.steps = a.steps;
+  cfg.mbs = l.mbs;
+  cfg.gbs = l.gbs;
+  cfg.seq = l.seq;
+  cfg.recompute = l.recompute;
+  cfg.seed = a.seed;
+  cfg.guard.enabled = false;  // a measurement run: every update applied, as the DP path does
+  train::TrainSummary s;
+  bool reporting = true;
+  if (!cpu) {
+#ifdef LOOM_WITH_CUDA
+    LOOM_RETURN_IF_ERROR(train::run_cuda_training(cfg, "auto", out, &s));
+#endif
+  } else if (l.dp == 1 && l.zero == 0) {
+    LOOM_ASSIGN_OR_RETURN(std::unique_ptr<train::Trainer> trainer, train::Trainer::create(cfg, out));
+    LOOM_RETURN_IF_ERROR(trainer->run(&s));
+  } else {
+    LOOM_RETURN_IF_ERROR(train::run_data_parallel_training(cfg, l.dp, l.zero, out, &s, &reporting));
+  }
+  if (!reporting) return core::ok_status();
+
+  const double gib = 1073741824.0;
+  const double measured_gib = cpu ? static_cast<double>(s.state_bytes + s.workspace_bytes) / gib
+                                  : static_cast<double>(s.peak_device_bytes) / gib;
+  const double predicted_s = best.step.step_time_s, measured_s = s.mean_step_time_s;
+  const double tokens = static_cast<double>(l.gbs * l.seq);
+  if (a.json) {
+    YAML::Emitter plan_yaml;
+    plan_yaml << plan::plan_to_yaml(plan::make_plan(req, best));
+    nlohmann::json j = {
+        {"plan", plan_yaml.c_str()},
+        {"layout", l.summary()},
+        {"predicted_step_time_s", predicted_s},
+        {"measured_step_time_s", measured_s},
+        {"predicted_tokens_per_s", tokens / predicted_s},
+        {"measured_tokens_per_s", s.tokens_per_s},
+        {"predicted_peak_gib", best.peak_gib},
+        {"measured_peak_gib", measured_gib},
+        {"measured_what", cpu ? "training buffers (state + activation high-water) per rank"
+                              : "device memory in use (cudaMemGetInfo)"},
+        {"iterations", s.last_step - s.first_step + 1},
+        {"ranks", nlohmann::json::array()}};
+    for (int64_t r = 0; r < l.dp; ++r) {
+      // Data-parallel ranks hold the same buffers (ZeRO shards are equal by construction).
+      j["ranks"].push_back({{"rank", r}, {"predicted_peak_gib", best.peak_gib},
+                            {"measured_peak_gib", measured_gib}});
+    }
+    j["summary"] = s.to_json();
+    std::cout << j.dump(2) << "\n";
+    return core::ok_status();
+  }
+  Table t;
+  t.add_column("", Table::Align::kLeft);
+  t.add_column("predicted");
+  t.add_column("measured");
+  t.add_column("measured / predicted");
+  t.add_row({"step time s", fmt::format("{:.4g}", predicted_s), fmt::format("{:.4g}", measured_s),
+             fmt::format("{:.2f}", measured_s / predicted_s)});
+  t.add_row({"tokens/s", fmt::format("{:.0f}", tokens / predicted_s), fmt::format("{:.0f}", s.tokens_per_s),
+             fmt::format("{:.2f}", s.tokens_per_s * predicted_s / tokens)});
+  t.add_row({cpu ? "training memory per rank GiB" : "device memory GiB", fmt::format("{:.4g}", best.peak_gib),
+             fmt::format("{:.4g}", measured_gib), fmt::format("{:.2f}", measured_gib / best.peak_gib)});
+  std::cout << "\n" << t.render();
+  std::cout << fmt::format("\n{} iterations measured (the first excluded from the mean); no Chrome "
+                           "trace of the measured iteration yet\n",
+                           s.last_step - s.first_step + 1);
+  return core::ok_status();
+}
+
+}  // namespace
+
+CommandRunner register_run_command(CLI::App& app) {
+  auto a = std::make_shared<RunArgs>();
+  CLI::App* cmd = app.add_subcommand(
+      "run", "plan, train the best plan the trainer runs, and compare predicted with measured");
+  cmd->add_option("--model", a->model, "model preset, preset YAML or Hugging Face config.json")->required();
+  cmd->add_option("--cluster", a->cluster, "cluster profile (a CPU profile: calibrate it first)")->required();
+  cmd->add_option("--gpus", a->gpus, "devices (ranks)")->capture_default_str();
+  cmd->add_option("--gbs,--global-batch-size", a->gbs, "global batch size (sequences)")->required();
+  cmd->add_option("--seq,--seq-length", a->seq, "sequence length (default: the model's)");
+  cmd->add_option("--steps", a->steps, "iterations to train")->capture_default_str();
+  cmd->add_option("--constraint", a->constraints, "restrict the search further, e.g. mbs=4, recompute=full");
+  cmd->add_option("--seed", a->seed, "seed of the weights and the synthetic tokens")->capture_default_str();
+  cmd->add_flag("--json", a->json, "print JSON (predicted_step_time_s, measured_step_time_s, ...)");
+  return [cmd, a]() { return cmd->parsed() ? run_run(*a) : core::ok_status(); };
+}
+
+}  // namespace loom::cli
