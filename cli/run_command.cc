@@ -53,6 +53,12 @@ core::Status run_run(const RunArgs& a) {
                        a.cluster);
   }
 #endif
+  if (!cpu && a.gpus != 1) {
+    return core::error(core::ErrorCode::kInvalidArgument,
+                       "--gpus {}: on a GPU profile `loom run` trains with the CUDA trainer, which "
+                       "runs one GPU today (allowed: 1)",
+                       a.gpus);
+  }
   req.cluster_name = a.cluster;
   req.framework = sim::Framework::kLoom;
   req.precision = cpu ? core::Precision::kFp32 : core::Precision::kBf16;
@@ -63,7 +69,7 @@ core::Status run_run(const RunArgs& a) {
   for (const char* c : {"tp=1", "pp=1", "vpp=1", "zero<=2"})
     req.constraints.push_back(plan::parse_constraint(c).value());
   // ZeRO shards nothing on one rank (and its staging buffers would only cost memory).
-  if (!cpu || a.gpus == 1) req.constraints.push_back(plan::parse_constraint("zero=0").value());
+  if (a.gpus == 1) req.constraints.push_back(plan::parse_constraint("zero=0").value());
   for (const auto& c : a.constraints) {
     LOOM_ASSIGN_OR_RETURN(plan::Constraint parsed, plan::parse_constraint(c));
     req.constraints.push_back(parsed);

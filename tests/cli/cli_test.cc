@@ -268,6 +268,11 @@ TEST(CliRun, PlansTrainsAndReportsPredictedAndMeasured) {
   const Output bad = run_loom("run --model tiny-llama --cluster local-cpu --gbs 4 --seq 64 --constraint tp=2");
   EXPECT_NE(bad.exit_code, 0);
   EXPECT_NE(bad.text.find("no layout the trainer runs"), std::string::npos) << bad.text;
+  const Output gpus = run_loom("run --model tiny-llama --cluster h200-1gpu --gpus 2 --gbs 4 --seq 64");
+  EXPECT_EQ(gpus.exit_code, 2) << gpus.text;
+  EXPECT_TRUE(gpus.text.find("--gpus 2: on a GPU profile") != std::string::npos ||
+              gpus.text.find("built without CUDA") != std::string::npos)
+      << gpus.text;
 }
 
 // Without a usable GPU, `--backend cuda` is a clear error naming why (a build without CUDA, or
