@@ -57,8 +57,9 @@ class Communicator {
   // Root's `data` to every rank.
   core::Status broadcast(float* data, int64_t count, int root);
   core::Status broadcast(double* data, int64_t count, int root);
-  // Point to point; a send may return before the matching recv (buffered). Both sides must
-  // name the same byte count.
+  // Point to point. A send is buffered: it returns without waiting for the matching recv (the
+  // pipeline relies on it: neighbouring stages send to each other at once). Messages between
+  // two ranks arrive in the order they were sent. Both sides must name the same byte count.
   core::Status send(const void* data, int64_t bytes, int peer);
   core::Status recv(void* data, int64_t bytes, int peer);
   core::Status barrier();

@@ -35,6 +35,8 @@ MpiComm::MpiComm(MPI_Comm comm, std::string name) : comm_(comm), name_(std::move
 MpiComm::~MpiComm() {
   int finalized = 0;
   MPI_Finalized(&finalized);
+  // MPI may still read the buffers of sends not yet received: wait for them (timed).
+  if (!finalized && broken_.empty()) (void)reap_sends(true);
   if (!finalized && comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
 }
 
@@ -174,15 +176,48 @@ namespace {
 constexpr int kSendRecvTag = 7;  // one tag for all Loom point-to-point messages (issue 7)
 }  // namespace
 
+// Buffered: the message is copied and posted (MPI_Isend) and the call returns; the send
+// completes when the peer receives it. A pipeline needs this: two stages that send to each other
+// at the same time (an activation one way, a gradient the other) would each wait for the
+// other's receive if sends waited for completion (MPI's rendezvous protocol above the eager
+// limit). Pending sends are reaped at the next send and waited for, under the timeout, by
+// barrier() and the destructor, so a peer that never receives still becomes an error.
 Status MpiComm::do_send(const void* data, int64_t bytes, int peer) {
   const std::string call = fmt::format("send of {} bytes to rank {}", bytes, peer);
   LOOM_RETURN_IF_ERROR(check_usable(call, bytes));
-  Pending p{.call = call};
+  LOOM_RETURN_IF_ERROR(reap_sends(false));
+  PendingSend s{.pending = {.call = call}, .peer = peer, .start = std::chrono::steady_clock::now()};
   const char* c = static_cast<const char*>(data);
-  p.buffer.assign(c, c + bytes);
-  LOOM_MPI_CHECK(call, MPI_Isend(p.buffer.data(), static_cast<int>(bytes), MPI_BYTE, peer,
-                                 kSendRecvTag, comm_, &p.request));
-  return wait(std::move(p), nullptr, fmt::format("(rank {} never received)", peer));
+  s.pending.buffer.assign(c, c + bytes);
+  LOOM_MPI_CHECK(call, MPI_Isend(s.pending.buffer.data(), static_cast<int>(bytes), MPI_BYTE, peer,
+                                 kSendRecvTag, comm_, &s.pending.request));
+  sends_.push_back(std::move(s));
+  return core::ok_status();
+}
+
+Status MpiComm::reap_sends(bool wait_all) {
+  for (;;) {
+    const auto now = std::chrono::steady_clock::now();
+    std::vector<PendingSend> left;
+    for (PendingSend& s : sends_) {
+      int done = 0;
+      LOOM_MPI_CHECK(s.pending.call, MPI_Test(&s.pending.request, &done, MPI_STATUS_IGNORE));
+      if (done) continue;
+      if (now - s.start >= timeout()) {
+        const std::string message =
+            fmt::format("{} timed out after {} (rank {} never received)", where(s.pending.call),
+                        format_duration(timeout()), s.peer);
+        broken_ = message;
+        for (PendingSend& p : sends_) abandoned_.push_back(std::move(p.pending));
+        sends_.clear();
+        return Status(ErrorCode::kInternal, message);
+      }
+      left.push_back(std::move(s));
+    }
+    sends_ = std::move(left);
+    if (!wait_all || sends_.empty()) return core::ok_status();
+    std::this_thread::sleep_for(std::chrono::microseconds(50));
+  }
 }
 
 Status MpiComm::do_recv(void* data, int64_t bytes, int peer) {
@@ -222,6 +257,7 @@ Status MpiComm::do_recv(void* data, int64_t bytes, int peer) {
 
 Status MpiComm::do_barrier() {
   LOOM_RETURN_IF_ERROR(check_usable("barrier", 0));
+  LOOM_RETURN_IF_ERROR(reap_sends(true));  // a barrier also means: my messages have arrived
   Pending p{.call = "barrier"};
   LOOM_MPI_CHECK(p.call, MPI_Ibarrier(comm_, &p.request));
   return wait(std::move(p), nullptr, "(some rank never reached the barrier)");

@@ -7,6 +7,7 @@
 
 #include <mpi.h>
 
+#include <chrono>
 #include <memory>
 #include <string>
 #include <vector>
@@ -59,6 +60,14 @@ class MpiComm final : public Communicator {
     std::vector<char> buffer{};  // what MPI may still touch
     std::string call{};
   };
+  struct PendingSend {
+    Pending pending;
+    int peer = -1;
+    std::chrono::steady_clock::time_point start;
+  };
+  // Drops the sends that completed; with wait_all, waits for all of them. A send older than the
+  // timeout breaks the group (its message names the peer that never received).
+  core::Status reap_sends(bool wait_all);
   // Refuses calls on a group broken by a timeout; checks `count` fits MPI's int counts.
   core::Status check_usable(const std::string& call, int64_t count) const;
   // Polls `pending.request` until it completes or the deadline passes; on timeout the request
@@ -75,6 +84,7 @@ class MpiComm final : public Communicator {
   int rank_ = 0, size_ = 1;
   std::string name_;
   std::vector<Pending> abandoned_;
+  std::vector<PendingSend> sends_;  // buffered sends not yet received
   std::string broken_;
 };
 

@@ -3,6 +3,10 @@
 // optimizer lay them out): parameters, gradients and both Adam moments are flat arrays of the
 // same length and every tensor is a view into them, which is what ZeRO shards later.
 // Names are Loom's internal names (checkpoint/hf_export.h maps them to Hugging Face names).
+// A ParamLayout may also hold one model-parallel shard (ModelShard): the tensors of a range of
+// blocks, with the embedding and/or the LM head, cut for one tensor-parallel rank as Megatron
+// cuts them; each tensor then says which slice of the global tensor it is, so that shards of any
+// layout map onto the full model (the manifest of sharded checkpoints and of resharding).
 // Tested in tests/trainer/param_layout_test.cc against ModelSpec's parameter counts.
 #pragma once
 
@@ -29,6 +33,27 @@ struct ParamInfo {
   int64_t size = 0;            // elements
   bool weight_decay = true;    // false for biases and norm weights (Megatron, LLaMA practice)
   InitKind init = InitKind::kNormal;
+  // Where this tensor sits in the full model: its global shape and, for a tensor-parallel shard,
+  // the dimension it is cut along (-1: the whole tensor) and the first global index of that
+  // dimension it holds. `shape` is the local shape.
+  std::vector<int64_t> global_shape;
+  int split_dim = -1;
+  int64_t split_start = 0;
+  // A copy whose gradient another rank also holds: a tensor every tensor-parallel rank keeps
+  // whole (norms, row-parallel biases) on tp rank > 0, or the last pipeline stage's copy of a
+  // tied embedding. Counted once in the gradient norm and skipped when the full model is
+  // assembled from shards (Megatron's param_is_not_tensor_parallel_duplicate).
+  bool duplicate = false;
+};
+
+// The part of the model one instance holds: blocks [first_layer, end_layer), the embedding
+// (first pipeline stage), the final norm + LM head + loss (last stage), cut for tensor-parallel
+// rank tp_rank of tp. The default is the whole model on one rank.
+struct ModelShard {
+  int64_t tp_rank = 0, tp = 1;
+  int64_t first_layer = 0, end_layer = -1;  // -1: to the last block
+  bool embedding = true, head = true;
+  bool whole(const core::ModelSpec& spec) const;
 };
 
 // Offsets of one transformer block's tensors (-1 when the architecture has no such tensor).
@@ -42,16 +67,21 @@ struct BlockOffsets {
 
 // The widths the forward and backward passes use, derived once from the ModelSpec; shared by
 // the CPU model (transformer.h) and the CUDA model (cuda_transformer.h).
+// With tp > 1 the head counts, the FFN width and the vocabulary are one rank's share.
 struct ModelDims {
-  explicit ModelDims(const core::ModelSpec& spec);
+  explicit ModelDims(const core::ModelSpec& spec, int64_t tp = 1);
   int64_t h, heads, kv_heads, head_dim, q_dim, kv_dim, ffn;
-  int64_t vp;           // vocabulary padded for one tensor-parallel rank
+  int64_t vp;           // padded vocabulary rows on one tensor-parallel rank
   int64_t rot_dim = 0;  // leading dims of each head that RoPE rotates (0 without RoPE)
 };
 
 class ParamLayout {
  public:
-  explicit ParamLayout(const core::ModelSpec& spec);
+  ParamLayout() = default;  // no tensors
+  explicit ParamLayout(const core::ModelSpec& spec, const ModelShard& shard = {});
+  // The tensors of several layouts one after another (a pipeline rank's model chunks), for
+  // the optimizer and the manifest; offsets are shifted, block offsets are not kept.
+  static ParamLayout concat(const std::vector<const ParamLayout*>& parts);
 
   const std::vector<ParamInfo>& params() const { return params_; }
   int64_t total() const { return total_; }
@@ -60,14 +90,17 @@ class ParamLayout {
   // Offsets used by the model's forward and backward passes.
   int64_t embed = -1, embed_norm_w = -1, embed_norm_b = -1, pos_embed = -1;
   int64_t final_norm_w = -1, final_norm_b = -1;
-  int64_t lm_head = -1;  // == embed when the embeddings are tied
-  std::vector<BlockOffsets> blocks;
+  int64_t lm_head = -1;  // == embed when the embeddings are tied and the shard holds both
+  std::vector<BlockOffsets> blocks;  // blocks [first_layer, end_layer) of the shard
 
  private:
-  int64_t add(const std::string& name, std::vector<int64_t> shape, InitKind init, bool decay);
+  // A tensor of global shape `shape`; split_dim >= 0 cuts that dimension into tp_ parts.
+  int64_t add(const std::string& name, std::vector<int64_t> shape, InitKind init, bool decay,
+              int split_dim = -1);
 
   std::vector<ParamInfo> params_;
   int64_t total_ = 0;
+  int64_t tp_ = 1, tp_rank_ = 0;
 };
 
 }  // namespace loom::train

@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "kernels/cpu/cpu_ops.h"
+#include "trainer/vocab_parallel.h"
 
 namespace loom::train {
 
@@ -33,14 +34,32 @@ constexpr int64_t kLogitsChunkElements = int64_t{1} << 24;
 
 template <typename T>
 Transformer<T>::Transformer(const core::ModelSpec& spec, core::Recompute recompute)
-    : spec_(spec), layout_(spec), recompute_(recompute), d_(spec) {
+    : Transformer(spec, recompute, ModelShard{}, nullptr) {}
+
+template <typename T>
+Transformer<T>::Transformer(const core::ModelSpec& spec, core::Recompute recompute,
+                            const ModelShard& shard, comm::Communicator* tp)
+    : spec_(spec),
+      shard_(shard),
+      tp_(shard.tp > 1 ? tp : nullptr),
+      layout_(spec, shard),
+      recompute_(recompute),
+      d_(spec, shard.tp),
+      layers_(static_cast<int64_t>(layout_.blocks.size())) {
   if (spec.norm == core::NormKind::kLayerNorm && !spec.norm_bias) {
     zero_bias_.assign(d_.h, T(0));
     unused_dbias_.assign(d_.h, T(0));
   }
-  if (spec.position == core::PositionKind::kAlibi) {
-    alibi_.resize(d_.heads);
-    ops::alibi_slopes(d_.heads, alibi_.data());
+  if (spec.position == core::PositionKind::kAlibi) {  // the slopes of this rank's heads
+    std::vector<float> all(spec.num_heads);
+    ops::alibi_slopes(spec.num_heads, all.data());
+    const int64_t first = shard.tp_rank * d_.heads;
+    alibi_.assign(all.begin() + first, all.begin() + first + d_.heads);
+  }
+  if (shard.tp > 1 && tp_ == nullptr) {
+    comm_status_ = core::error(core::ErrorCode::kInternal,
+                               "a tensor-parallel shard ({} ranks) without its communicator",
+                               shard.tp);
   }
 }
 
@@ -50,62 +69,23 @@ void Transformer<T>::prepare(int64_t b, int64_t s) {
   b_ = b;
   s_ = s;
   n_ = b * s;
-  const int64_t layers = spec_.num_layers;
-  const bool full = recompute_ == core::Recompute::kFull;
-  const bool selective = recompute_ == core::Recompute::kSelective;
-  auto size_acts = [&](LayerActs& a, bool keep_core) {
-    resize(a.xn1, n_ * d_.h);
-    resize(a.mean1, n_);
-    resize(a.rstd1, n_);
-    resize(a.q, n_ * d_.q_dim);
-    resize(a.k, n_ * d_.kv_dim);
-    resize(a.v, n_ * d_.kv_dim);
-    if (keep_core) {
-      resize(a.o, n_ * d_.q_dim);
-      resize(a.lse, b_ * d_.heads * s_);
-    }
-    resize(a.x_mid, n_ * d_.h);
-    resize(a.xn2, n_ * d_.h);
-    resize(a.mean2, n_);
-    resize(a.rstd2, n_);
-    if (spec_.mlp == core::MlpKind::kSwiGlu) resize(a.g, n_ * d_.ffn);
-    resize(a.u, n_ * d_.ffn);
-    resize(a.act, n_ * d_.ffn);
-  };
-  acts_.clear();
-  block_in_.clear();
-  if (full) {
-    block_in_.resize(layers);
-    for (auto& x : block_in_) resize(x, n_ * d_.h);
+  slots_.clear();  // sized again for the new shape when acquired
+  if (recompute_ == core::Recompute::kFull) {
     size_acts(scratch_acts_, true);
     resize(scratch_acts_.x_in, n_ * d_.h);  // the recomputed block's output (discarded)
-  } else {
-    acts_.resize(layers);
-    for (auto& a : acts_) {
-      resize(a.x_in, n_ * d_.h);
-      size_acts(a, !selective);
-    }
-    if (selective) {  // one attention output / lse shared by all blocks
-      resize(scratch_acts_.o, n_ * d_.q_dim);
-      resize(scratch_acts_.lse, b_ * d_.heads * s_);
-    }
+  } else if (recompute_ == core::Recompute::kSelective) {  // one attention core for all blocks
+    resize(scratch_acts_.o, n_ * d_.q_dim);
+    resize(scratch_acts_.lse, b_ * d_.heads * s_);
   }
   for (auto* v : {&sc_.dact, &sc_.dg, &sc_.du}) resize(*v, n_ * d_.ffn);
   for (auto* v : {&sc_.dxn, &sc_.dres}) resize(*v, n_ * d_.h);
   for (auto* v : {&sc_.dattn, &sc_.dq}) resize(*v, n_ * d_.q_dim);
   for (auto* v : {&sc_.dk, &sc_.dv}) resize(*v, n_ * d_.kv_dim);
-  if (spec_.embedding_norm) {
-    resize(embed_pre_norm_, n_ * d_.h);
-    resize(embed_mean_, n_);
-    resize(embed_rstd_, n_);
+  for (auto* v : {&dx_, &dx2_}) resize(*v, n_ * d_.h);
+  if (shard_.head) {
+    const int64_t rows = std::clamp<int64_t>(kLogitsChunkElements / d_.vp, 1, n_);
+    resize(logits_, rows * d_.vp);
   }
-  for (auto* v : {&x_final_, &xf_, &dx_, &dx2_}) resize(*v, n_ * d_.h);
-  resize(final_mean_, n_);
-  resize(final_rstd_, n_);
-  const int64_t rows = std::clamp<int64_t>(kLogitsChunkElements / d_.vp, 1, n_);
-  resize(logits_, rows * d_.vp);
-  inputs_.assign(n_, 0);
-  targets_.assign(n_, 0);
   if (d_.rot_dim > 0) {
     rope_cos_.assign(s_ * d_.rot_dim / 2, 0.f);
     rope_sin_.assign(s_ * d_.rot_dim / 2, 0.f);
@@ -115,8 +95,91 @@ void Transformer<T>::prepare(int64_t b, int64_t s) {
 }
 
 template <typename T>
-typename Transformer<T>::LayerActs& Transformer<T>::acts_for(int64_t l) {
-  return recompute_ == core::Recompute::kFull ? scratch_acts_ : acts_[l];
+void Transformer<T>::size_acts(LayerActs& a, bool keep_core) {
+  resize(a.xn1, n_ * d_.h);
+  resize(a.mean1, n_);
+  resize(a.rstd1, n_);
+  resize(a.q, n_ * d_.q_dim);
+  resize(a.k, n_ * d_.kv_dim);
+  resize(a.v, n_ * d_.kv_dim);
+  if (keep_core) {
+    resize(a.o, n_ * d_.q_dim);
+    resize(a.lse, b_ * d_.heads * s_);
+  }
+  resize(a.x_mid, n_ * d_.h);
+  resize(a.xn2, n_ * d_.h);
+  resize(a.mean2, n_);
+  resize(a.rstd2, n_);
+  if (spec_.mlp == core::MlpKind::kSwiGlu) resize(a.g, n_ * d_.ffn);
+  resize(a.u, n_ * d_.ffn);
+  resize(a.act, n_ * d_.ffn);
+}
+
+template <typename T>
+void Transformer<T>::size_slot(Slot& slot) {
+  if (recompute_ == core::Recompute::kFull) {
+    slot.block_in.resize(layers_);
+    for (auto& x : slot.block_in) resize(x, n_ * d_.h);
+  } else {
+    slot.acts.resize(layers_);
+    for (auto& a : slot.acts) {
+      resize(a.x_in, n_ * d_.h);
+      size_acts(a, recompute_ == core::Recompute::kNone);
+    }
+  }
+  if (shard_.embedding && spec_.embedding_norm) {
+    resize(slot.embed_pre_norm, n_ * d_.h);
+    resize(slot.embed_mean, n_);
+    resize(slot.embed_rstd, n_);
+  }
+  resize(slot.x_final, n_ * d_.h);
+  if (shard_.head) {
+    for (auto* v : {&slot.xf, &slot.dxf}) resize(*v, n_ * d_.h);
+    resize(slot.final_mean, n_);
+    resize(slot.final_rstd, n_);
+  }
+  slot.inputs.assign(n_, 0);
+  slot.targets.assign(n_, 0);
+}
+
+template <typename T>
+int Transformer<T>::acquire_slot() {
+  for (size_t i = 0; i < slots_.size(); ++i) {
+    if (!slots_[i].busy) {
+      slots_[i].busy = true;
+      return static_cast<int>(i);
+    }
+  }
+  slots_.emplace_back();
+  size_slot(slots_.back());
+  slots_.back().busy = true;
+  track_bytes();
+  return static_cast<int>(slots_.size() - 1);
+}
+
+template <typename T>
+typename Transformer<T>::LayerActs& Transformer<T>::acts_for(Slot& slot, int64_t l) {
+  return recompute_ == core::Recompute::kFull ? scratch_acts_ : slot.acts[l];
+}
+
+template <typename T>
+T* Transformer<T>::block_input(Slot& slot, int64_t l) {
+  if (l == layers_) return slot.x_final.data();
+  return recompute_ == core::Recompute::kFull ? slot.block_in[l].data() : slot.acts[l].x_in.data();
+}
+
+template <typename T>
+void Transformer<T>::reduce_tp(T* data, int64_t count) {
+  if (tp_ == nullptr || !comm_status_.ok()) return;
+  comm_status_ = tp_->all_reduce(data, count, comm::ReduceOp::kSum);
+}
+
+template <typename T>
+void Transformer<T>::row_parallel_forward(const T* x, const T* p, int64_t w, int64_t bias,
+                                          int64_t out, int64_t in, T* y) {
+  ops::matmul_nt<T>(n_, out, in, x, p + w, y, T(0));
+  reduce_tp(y, n_ * out);
+  if (bias >= 0) ops::bias_add<T>(n_, out, p + bias, y);
 }
 
 template <typename T>
@@ -158,29 +221,40 @@ void Transformer<T>::norm_backward(const T* dy, const T* x, int64_t w, int64_t b
 }
 
 template <typename T>
-void Transformer<T>::embed_forward(const T* p, const int32_t* inputs, T* x0) {
-  T* out = spec_.embedding_norm ? embed_pre_norm_.data() : x0;
-  ops::embedding_fwd<T>(n_, d_.h, inputs, p + layout_.embed, out);
+void Transformer<T>::embed_forward(const T* p, Slot& slot, T* x0) {
+  T* out = spec_.embedding_norm ? slot.embed_pre_norm.data() : x0;
+  if (tp_ == nullptr) {
+    ops::embedding_fwd<T>(n_, d_.h, slot.inputs.data(), p + layout_.embed, out);
+  } else {  // vocabulary-parallel: each rank looks up the rows it holds, summed over the group
+    embedding_fwd_rows<T>(n_, d_.h, slot.inputs.data(), shard_.tp_rank * d_.vp, d_.vp,
+                          p + layout_.embed, out);
+    reduce_tp(out, n_ * d_.h);
+  }
   if (layout_.pos_embed >= 0) {
     for (int64_t i = 0; i < n_; ++i) {
       ops::add_inplace<T>(d_.h, p + layout_.pos_embed + (i % s_) * d_.h, out + i * d_.h);
     }
   }
   if (spec_.embedding_norm) {
-    norm_forward(out, layout_.embed_norm_w, layout_.embed_norm_b, p, x0, embed_mean_.data(),
-                 embed_rstd_.data());
+    norm_forward(out, layout_.embed_norm_w, layout_.embed_norm_b, p, x0, slot.embed_mean.data(),
+                 slot.embed_rstd.data());
   }
 }
 
 template <typename T>
-void Transformer<T>::embed_backward(const T* p, T* gr, const int32_t* inputs, T* dx0) {
+void Transformer<T>::embed_backward(const T* p, T* gr, Slot& slot, T* dx0) {
   T* de = dx0;
   if (spec_.embedding_norm) {
     de = sc_.dres.data();
-    norm_backward(dx0, embed_pre_norm_.data(), layout_.embed_norm_w, layout_.embed_norm_b, p, gr,
-                  embed_mean_.data(), embed_rstd_.data(), de);
+    norm_backward(dx0, slot.embed_pre_norm.data(), layout_.embed_norm_w, layout_.embed_norm_b, p,
+                  gr, slot.embed_mean.data(), slot.embed_rstd.data(), de);
   }
-  ops::embedding_bwd<T>(n_, d_.h, inputs, de, gr + layout_.embed);
+  if (tp_ == nullptr) {
+    ops::embedding_bwd<T>(n_, d_.h, slot.inputs.data(), de, gr + layout_.embed);
+  } else {
+    embedding_bwd_rows<T>(n_, d_.h, slot.inputs.data(), shard_.tp_rank * d_.vp, d_.vp, de,
+                          gr + layout_.embed);
+  }
   if (layout_.pos_embed >= 0) {
     for (int64_t i = 0; i < n_; ++i) {  // rows in order: deterministic
       ops::add_inplace<T>(d_.h, de + i * d_.h, gr + layout_.pos_embed + (i % s_) * d_.h);
@@ -203,6 +277,7 @@ void Transformer<T>::block_forward(int64_t l, const T* p, const T* x_in, LayerAc
   const BlockOffsets& o = layout_.blocks[l];
   norm_forward(x_in, o.attn_norm_w, o.attn_norm_b, p, a.xn1.data(), a.mean1.data(),
                a.rstd1.data());
+  // Column-parallel: this rank's heads.
   linear_forward(a.xn1.data(), p, o.wq, o.bq, d_.q_dim, d_.h, a.q.data());
   linear_forward(a.xn1.data(), p, o.wk, o.bk, d_.kv_dim, d_.h, a.k.data());
   linear_forward(a.xn1.data(), p, o.wv, o.bv, d_.kv_dim, d_.h, a.v.data());
@@ -214,7 +289,7 @@ void Transformer<T>::block_forward(int64_t l, const T* p, const T* x_in, LayerAc
   }
   if (attention_core) attention_core_forward(a);
   const T* attn = recompute_ == core::Recompute::kSelective ? scratch_acts_.o.data() : a.o.data();
-  linear_forward(attn, p, o.wo, o.bo, d_.h, d_.q_dim, a.x_mid.data());
+  row_parallel_forward(attn, p, o.wo, o.bo, d_.h, d_.q_dim, a.x_mid.data());
   ops::add_inplace<T>(n_ * d_.h, x_in, a.x_mid.data());
   norm_forward(a.x_mid.data(), o.mlp_norm_w, o.mlp_norm_b, p, a.xn2.data(), a.mean2.data(),
                a.rstd2.data());
@@ -226,16 +301,15 @@ void Transformer<T>::block_forward(int64_t l, const T* p, const T* x_in, LayerAc
     linear_forward(a.xn2.data(), p, o.w_up, o.b_up, d_.ffn, d_.h, a.u.data());
     ops::gelu_fwd<T>(n_ * d_.ffn, a.u.data(), a.act.data());
   }
-  linear_forward(a.act.data(), p, o.w_down, o.b_down, d_.h, d_.ffn, x_out);
+  row_parallel_forward(a.act.data(), p, o.w_down, o.b_down, d_.h, d_.ffn, x_out);
   ops::add_inplace<T>(n_ * d_.h, a.x_mid.data(), x_out);
 }
 
 template <typename T>
-void Transformer<T>::block_backward(int64_t l, const T* p, T* gr, LayerActs& a, const T* dx_out,
-                                    T* dx_in) {
+void Transformer<T>::block_backward(int64_t l, const T* p, T* gr, LayerActs& a, const T* x_in,
+                                    const T* dx_out, T* dx_in) {
   const BlockOffsets& o = layout_.blocks[l];
-  const T* x_in = recompute_ == core::Recompute::kFull ? block_in_[l].data() : a.x_in.data();
-  // MLP: x_out = x_mid + act W_down^T
+  // MLP: x_out = x_mid + act W_down^T (row-parallel: dy is whole, dact is this rank's columns)
   linear_backward(dx_out, a.act.data(), p, gr, o.w_down, o.b_down, d_.h, d_.ffn, sc_.dact.data(),
                   false);
   if (spec_.mlp == core::MlpKind::kSwiGlu) {
@@ -250,6 +324,7 @@ void Transformer<T>::block_backward(int64_t l, const T* p, T* gr, LayerActs& a, 
     linear_backward(sc_.du.data(), a.xn2.data(), p, gr, o.w_up, o.b_up, d_.ffn, d_.h, sc_.dxn.data(),
                     false);
   }
+  reduce_tp(sc_.dxn.data(), n_ * d_.h);  // column-parallel input gradient: summed over ranks
   // d x_mid = d x_out (residual) + d norm2
   norm_backward(sc_.dxn.data(), a.x_mid.data(), o.mlp_norm_w, o.mlp_norm_b, p, gr, a.mean2.data(),
                 a.rstd2.data(), sc_.dres.data());
@@ -275,48 +350,58 @@ void Transformer<T>::block_backward(int64_t l, const T* p, T* gr, LayerActs& a, 
                   true);
   linear_backward(sc_.dv.data(), a.xn1.data(), p, gr, o.wv, o.bv, d_.kv_dim, d_.h, sc_.dxn.data(),
                   true);
+  reduce_tp(sc_.dxn.data(), n_ * d_.h);
   norm_backward(sc_.dxn.data(), x_in, o.attn_norm_w, o.attn_norm_b, p, gr, a.mean1.data(),
                 a.rstd1.data(), dx_in);
   ops::add_inplace<T>(n_ * d_.h, dmid, dx_in);
 }
 
 template <typename T>
-void Transformer<T>::forward_stack(const T* p, const int32_t* inputs) {
-  const int64_t layers = spec_.num_layers;
-  const bool full = recompute_ == core::Recompute::kFull;
-  auto input_of = [&](int64_t l) -> T* {
-    if (l == layers) return x_final_.data();
-    return full ? block_in_[l].data() : acts_[l].x_in.data();
-  };
-  embed_forward(p, inputs, input_of(0));
-  for (int64_t l = 0; l < layers; ++l) {
-    block_forward(l, p, input_of(l), acts_for(l), input_of(l + 1), true);
+void Transformer<T>::forward_stack(const T* p, Slot& slot) {
+  if (shard_.embedding) embed_forward(p, slot, block_input(slot, 0));
+  for (int64_t l = 0; l < layers_; ++l) {
+    block_forward(l, p, block_input(slot, l), acts_for(slot, l), block_input(slot, l + 1), true);
   }
-  norm_forward(x_final_.data(), layout_.final_norm_w, layout_.final_norm_b, p, xf_.data(),
-               final_mean_.data(), final_rstd_.data());
+  if (shard_.head) {
+    norm_forward(slot.x_final.data(), layout_.final_norm_w, layout_.final_norm_b, p,
+                 slot.xf.data(), slot.final_mean.data(), slot.final_rstd.data());
+  }
 }
 
+// The LM head and the loss in row chunks; with `backward` the LM head's gradient goes into gr
+// and d loss / d xf into slot.dxf (summed over the tensor-parallel group: each rank's logits
+// columns contribute a part).
 template <typename T>
-double Transformer<T>::loss_chunks(const T* p, T* gr, const int32_t* targets, T grad_scale,
-                                   bool backward) {
+double Transformer<T>::loss_chunks(const T* p, T* gr, Slot& slot, T grad_scale, bool backward) {
   const int64_t rows = static_cast<int64_t>(logits_.size()) / d_.vp;
   const T* w = p + layout_.lm_head;
   std::vector<T> loss_n(rows);
   double total = 0.0;
   for (int64_t r0 = 0; r0 < n_; r0 += rows) {
     const int64_t r = std::min(rows, n_ - r0);
-    const T* x = xf_.data() + r0 * d_.h;
+    const T* x = slot.xf.data() + r0 * d_.h;
+    const int32_t* targets = slot.targets.data() + r0;
     ops::matmul_nt<T>(r, d_.vp, d_.h, x, w, logits_.data(), T(0));
-    if (!backward) {
-      total += ops::cross_entropy_fwd<T>(r, d_.vp, spec_.vocab_size, targets + r0, logits_.data(),
+    if (tp_ != nullptr) {
+      double part = 0;
+      if (comm_status_.ok()) {
+        comm_status_ = cross_entropy_vocab_parallel<T>(r, d_.vp, shard_.tp_rank * d_.vp,
+                                                       spec_.vocab_size, targets, logits_.data(),
+                                                       grad_scale, backward, *tp_, &part);
+      }
+      total += part;
+    } else if (backward) {
+      total += ops::cross_entropy_fwd_bwd<T>(r, d_.vp, spec_.vocab_size, targets, logits_.data(),
+                                             grad_scale, loss_n.data());
+    } else {
+      total += ops::cross_entropy_fwd<T>(r, d_.vp, spec_.vocab_size, targets, logits_.data(),
                                          loss_n.data());
-      continue;
     }
-    total += ops::cross_entropy_fwd_bwd<T>(r, d_.vp, spec_.vocab_size, targets + r0,
-                                           logits_.data(), grad_scale, loss_n.data());
+    if (!backward) continue;
     ops::matmul_tn<T>(d_.vp, d_.h, r, logits_.data(), x, gr + layout_.lm_head, T(1));
-    ops::matmul_nn<T>(r, d_.h, d_.vp, logits_.data(), w, dx2_.data() + r0 * d_.h, T(0));
+    ops::matmul_nn<T>(r, d_.h, d_.vp, logits_.data(), w, slot.dxf.data() + r0 * d_.h, T(0));
   }
+  if (backward) reduce_tp(slot.dxf.data(), n_ * d_.h);
   return total;
 }
 
@@ -331,46 +416,98 @@ void split_tokens(const int32_t* tokens, int64_t b, int64_t s, int32_t* inputs,
 }  // namespace
 
 template <typename T>
-double Transformer<T>::forward_backward(const T* p, T* gr, const int32_t* tokens, int64_t b,
-                                        int64_t s, T grad_scale) {
+core::Result<int> Transformer<T>::stage_forward(const T* p, T* gr, const int32_t* tokens,
+                                                int64_t b, int64_t s, const T* x_in,
+                                                T grad_scale, double* loss) {
+  LOOM_RETURN_IF_ERROR(comm_status_);
+  if (shard_.embedding == (x_in != nullptr)) {
+    return core::error(core::ErrorCode::kInternal,
+                       "stage_forward: the first stage takes tokens only, the others x_in");
+  }
   prepare(b, s);
-  split_tokens(tokens, b, s, inputs_.data(), targets_.data());
-  forward_stack(p, inputs_.data());
-  const double loss = loss_chunks(p, gr, targets_.data(), grad_scale, true);
-  // loss_chunks left d xf in dx2_.
-  norm_backward(dx2_.data(), x_final_.data(), layout_.final_norm_w, layout_.final_norm_b, p, gr,
-                final_mean_.data(), final_rstd_.data(), dx_.data());
-  for (int64_t l = spec_.num_layers - 1; l >= 0; --l) {
-    LayerActs& a = acts_for(l);
+  const int id = acquire_slot();
+  Slot& slot = slots_[id];
+  split_tokens(tokens, b, s, slot.inputs.data(), slot.targets.data());
+  if (x_in != nullptr) std::copy(x_in, x_in + n_ * d_.h, block_input(slot, 0));
+  forward_stack(p, slot);
+  if (shard_.head) *loss = loss_chunks(p, gr, slot, grad_scale, true);
+  LOOM_RETURN_IF_ERROR(comm_status_);
+  return id;
+}
+
+template <typename T>
+const T* Transformer<T>::stage_output(int slot) const {
+  return slots_[slot].x_final.data();
+}
+
+template <typename T>
+core::Status Transformer<T>::stage_backward(int id, const T* p, T* gr, const T* dy, T* dx_in) {
+  LOOM_RETURN_IF_ERROR(comm_status_);
+  if (id < 0 || id >= static_cast<int>(slots_.size()) || !slots_[id].busy) {
+    return core::error(core::ErrorCode::kInternal, "stage_backward: slot {} holds no micro-batch",
+                       id);
+  }
+  Slot& slot = slots_[id];
+  if (shard_.head) {  // loss_chunks left d xf in slot.dxf
+    norm_backward(slot.dxf.data(), slot.x_final.data(), layout_.final_norm_w,
+                  layout_.final_norm_b, p, gr, slot.final_mean.data(), slot.final_rstd.data(),
+                  dx_.data());
+  } else {
+    std::copy(dy, dy + n_ * d_.h, dx_.begin());
+  }
+  for (int64_t l = layers_ - 1; l >= 0; --l) {
+    LayerActs& a = acts_for(slot, l);
     if (recompute_ == core::Recompute::kFull) {
-      block_forward(l, p, block_in_[l].data(), a, scratch_acts_.x_in.data(), true);
+      block_forward(l, p, block_input(slot, l), a, scratch_acts_.x_in.data(), true);
     } else if (recompute_ == core::Recompute::kSelective) {
       attention_core_forward(a);
     }
-    block_backward(l, p, gr, a, dx_.data(), dx2_.data());
+    block_backward(l, p, gr, a, block_input(slot, l), dx_.data(), dx2_.data());
     std::swap(dx_, dx2_);
   }
-  embed_backward(p, gr, inputs_.data(), dx_.data());
+  if (shard_.embedding) {
+    embed_backward(p, gr, slot, dx_.data());
+  } else if (dx_in != nullptr) {
+    std::copy(dx_.begin(), dx_.end(), dx_in);
+  }
+  slot.busy = false;
   track_bytes();
+  return comm_status_;
+}
+
+template <typename T>
+double Transformer<T>::forward_backward(const T* p, T* gr, const int32_t* tokens, int64_t b,
+                                        int64_t s, T grad_scale) {
+  double loss = 0;
+  auto slot = stage_forward(p, gr, tokens, b, s, nullptr, grad_scale, &loss);
+  // The whole model on one rank makes no collective: neither call can fail.
+  if (slot.ok()) (void)stage_backward(*slot, p, gr, nullptr, nullptr);
   return loss;
 }
 
 template <typename T>
 double Transformer<T>::forward_loss(const T* p, const int32_t* tokens, int64_t b, int64_t s) {
   prepare(b, s);
-  split_tokens(tokens, b, s, inputs_.data(), targets_.data());
-  forward_stack(p, inputs_.data());
-  return loss_chunks(p, nullptr, targets_.data(), T(0), false);
+  const int id = acquire_slot();
+  Slot& slot = slots_[id];
+  split_tokens(tokens, b, s, slot.inputs.data(), slot.targets.data());
+  forward_stack(p, slot);
+  const double loss = loss_chunks(p, nullptr, slot, T(0), false);
+  slot.busy = false;
+  return loss;
 }
 
 template <typename T>
 std::vector<T> Transformer<T>::forward_logits(const T* p, const int32_t* inputs, int64_t b,
                                               int64_t s) {
   prepare(b, s);
-  std::copy(inputs, inputs + b * s, inputs_.begin());
-  forward_stack(p, inputs_.data());
+  const int id = acquire_slot();
+  Slot& slot = slots_[id];
+  std::copy(inputs, inputs + b * s, slot.inputs.begin());
+  forward_stack(p, slot);
   std::vector<T> logits(n_ * d_.vp);
-  ops::matmul_nt<T>(n_, d_.vp, d_.h, xf_.data(), p + layout_.lm_head, logits.data(), T(0));
+  ops::matmul_nt<T>(n_, d_.vp, d_.h, slot.xf.data(), p + layout_.lm_head, logits.data(), T(0));
+  slot.busy = false;
   return logits;
 }
 
@@ -383,12 +520,18 @@ int64_t Transformer<T>::workspace_bytes() const {
       total += bytes_of(*v);
     }
   };
-  for (const auto& a : acts_) add_acts(a);
+  for (const Slot& slot : slots_) {
+    for (const auto& a : slot.acts) add_acts(a);
+    for (const auto& x : slot.block_in) total += bytes_of(x);
+    for (const auto* v : {&slot.embed_pre_norm, &slot.embed_mean, &slot.embed_rstd,
+                          &slot.x_final, &slot.xf, &slot.final_mean, &slot.final_rstd,
+                          &slot.dxf}) {
+      total += bytes_of(*v);
+    }
+  }
   add_acts(scratch_acts_);
-  for (const auto& x : block_in_) total += bytes_of(x);
   for (const auto* v : {&sc_.dact, &sc_.dg, &sc_.du, &sc_.dxn, &sc_.dattn, &sc_.dq, &sc_.dk,
-                        &sc_.dv, &sc_.dres, &embed_pre_norm_, &embed_mean_, &embed_rstd_,
-                        &x_final_, &xf_, &final_mean_, &final_rstd_, &dx_, &dx2_, &logits_}) {
+                        &sc_.dv, &sc_.dres, &dx_, &dx2_, &logits_}) {
     total += bytes_of(*v);
   }
   return total;

@@ -8,14 +8,23 @@
 //   full      only each block's input is kept; the block is re-run before its backward.
 // The loss never materialises probabilities: logits are made in row chunks and overwritten
 // with their gradients (kernels::cpu::cross_entropy_fwd_bwd).
-// Tested against central finite differences in tests/trainer/transformer_test.cc.
+// One instance may hold a model-parallel shard (param_layout.h ModelShard): a pipeline stage's
+// blocks, cut for one tensor-parallel rank, with Megatron's collectives over the tensor-parallel
+// group (all-reduce after the row-parallel layers in the forward and after the column-parallel
+// ones in the backward, vocabulary-parallel embedding and loss, vocab_parallel.h). A stage keeps
+// the activations of each micro-batch in flight in its own slot (stage_forward /
+// stage_backward), as a pipeline schedule needs.
+// Tested against central finite differences in tests/trainer/transformer_test.cc and, sharded,
+// against the whole model in tests/trainer/parallel_trainer_test.cc.
 #pragma once
 
 #include <cstdint>
 #include <vector>
 
+#include "comm/communicator.h"
 #include "core/layout.h"
 #include "core/model_spec.h"
+#include "core/status.h"
 #include "trainer/param_layout.h"
 
 namespace loom::train {
@@ -24,20 +33,37 @@ template <typename T>
 class Transformer {
  public:
   Transformer(const core::ModelSpec& spec, core::Recompute recompute);
+  // A shard; `tp` (kept, not owned) is the tensor-parallel group when shard.tp > 1.
+  Transformer(const core::ModelSpec& spec, core::Recompute recompute, const ModelShard& shard,
+              comm::Communicator* tp);
 
   const core::ModelSpec& spec() const { return spec_; }
   const ParamLayout& layout() const { return layout_; }
+  const ModelShard& shard() const { return shard_; }
   core::Recompute recompute() const { return recompute_; }
 
-  // tokens: [b, s + 1] int32 (inputs tokens[:, :s], targets tokens[:, 1:]); targets < 0 are
-  // ignored. Adds grad_scale * d(sum of token losses) to `grads` and returns the sum of the
-  // token losses (not scaled).
+  // Whole model. tokens: [b, s + 1] int32 (inputs tokens[:, :s], targets tokens[:, 1:]);
+  // targets < 0 are ignored. Adds grad_scale * d(sum of token losses) to `grads` and returns
+  // the sum of the token losses (not scaled).
   double forward_backward(const T* params, T* grads, const int32_t* tokens, int64_t b, int64_t s,
                           T grad_scale);
   // Sum of the token losses without gradients.
   double forward_loss(const T* params, const int32_t* tokens, int64_t b, int64_t s);
   // Logits [b * s, padded_vocab] of inputs [b, s].
   std::vector<T> forward_logits(const T* params, const int32_t* inputs, int64_t b, int64_t s);
+
+  // A pipeline stage. stage_forward runs one micro-batch through the shard and returns the
+  // slot that keeps its activations until stage_backward(slot). tokens: [b, s + 1], given to
+  // every stage (the first reads the inputs, the last the targets); x_in: [b s, h], the previous
+  // stage's output (nullptr on the first stage). On the last stage the loss and its gradient
+  // are made here, fused (the LM head's gradient goes into `grads`), and *loss is the sum of
+  // the token losses; elsewhere stage_output(slot) is what the next stage receives.
+  core::Result<int> stage_forward(const T* params, T* grads, const int32_t* tokens, int64_t b,
+                                  int64_t s, const T* x_in, T grad_scale, double* loss);
+  const T* stage_output(int slot) const;  // [b s, h]
+  // dy: d loss / d stage output [b s, h] (nullptr on the last stage); writes d loss / d x_in
+  // into dx_in (nullptr on the first stage) and frees the slot.
+  core::Status stage_backward(int slot, const T* params, T* grads, const T* dy, T* dx_in);
 
   // Bytes the activation and scratch buffers hold now / held at most since construction.
   int64_t workspace_bytes() const;
@@ -56,14 +82,27 @@ class Transformer {
   struct Scratch {  // shared by all blocks: gradients of one block at a time
     std::vector<T> dact, dg, du, dxn, dattn, dq, dk, dv, dres;
   };
+  struct Slot {  // one micro-batch in flight
+    bool busy = false;
+    std::vector<LayerActs> acts;           // one per block (none / selective)
+    std::vector<std::vector<T>> block_in;  // block inputs kept under full recompute
+    std::vector<T> embed_pre_norm, embed_mean, embed_rstd;  // embedding LayerNorm (BLOOM)
+    std::vector<T> x_final;                // [N, h] the last block's output
+    std::vector<T> xf, final_mean, final_rstd, dxf;  // head: final norm, d loss / d xf
+    std::vector<int32_t> inputs, targets;
+  };
 
   void prepare(int64_t b, int64_t s);
-  void embed_forward(const T* p, const int32_t* inputs, T* x0);
-  void embed_backward(const T* p, T* gr, const int32_t* inputs, T* dx0);
+  int acquire_slot();
+  void size_acts(LayerActs& a, bool keep_core);
+  void size_slot(Slot& slot);
+  void embed_forward(const T* p, Slot& slot, T* x0);
+  void embed_backward(const T* p, T* gr, Slot& slot, T* dx0);
   void block_forward(int64_t l, const T* p, const T* x_in, LayerActs& a, T* x_out,
                      bool attention_core);
   void attention_core_forward(LayerActs& a);
-  void block_backward(int64_t l, const T* p, T* gr, LayerActs& a, const T* dx_out, T* dx_in);
+  void block_backward(int64_t l, const T* p, T* gr, LayerActs& a, const T* x_in, const T* dx_out,
+                      T* dx_in);
   void norm_forward(const T* x, int64_t w, int64_t bias, const T* p, T* y, T* mean, T* rstd);
   void norm_backward(const T* dy, const T* x, int64_t w, int64_t bias, const T* p, T* gr,
                      const T* mean, const T* rstd, T* dx);
@@ -71,26 +110,34 @@ class Transformer {
                       T* y);
   void linear_backward(const T* dy, const T* x, const T* p, T* gr, int64_t w, int64_t bias,
                        int64_t out, int64_t in, T* dx, bool accumulate_dx);
-  // Runs the stack to the final norm; fills acts_/x_out_ as the recompute mode asks.
-  void forward_stack(const T* p, const int32_t* inputs);
-  double loss_chunks(const T* p, T* gr, const int32_t* targets, T grad_scale, bool backward);
-  LayerActs& acts_for(int64_t l);
+  // y = x W^T over this rank's columns of a row-parallel layer, summed over the
+  // tensor-parallel group, + bias (whole on every rank).
+  void row_parallel_forward(const T* x, const T* p, int64_t w, int64_t bias, int64_t out,
+                            int64_t in, T* y);
+  // Sums a column-parallel layer's input gradient over the tensor-parallel group.
+  void reduce_tp(T* data, int64_t count);
+  // Runs the shard's blocks (and the final norm on the last stage) for the slot.
+  void forward_stack(const T* p, Slot& slot);
+  double loss_chunks(const T* p, T* gr, Slot& slot, T grad_scale, bool backward);
+  LayerActs& acts_for(Slot& slot, int64_t l);
+  T* block_input(Slot& slot, int64_t l);
   void track_bytes();
 
   core::ModelSpec spec_;
+  ModelShard shard_;
+  comm::Communicator* tp_ = nullptr;
   ParamLayout layout_;
   core::Recompute recompute_;
-  ModelDims d_;  // widths from the spec
+  ModelDims d_;  // this rank's widths
+  int64_t layers_ = 0;  // blocks of the shard
   int64_t b_ = 0, s_ = 0, n_ = 0;
-  std::vector<LayerActs> acts_;            // one per block (none / selective), or one shared
-  std::vector<std::vector<T>> block_in_;   // block inputs kept under full recompute
-  LayerActs scratch_acts_;                 // the block being recomputed (full recompute)
+  std::vector<Slot> slots_;
+  LayerActs scratch_acts_;  // the block being recomputed (full), the attention core (selective)
   Scratch sc_;
-  std::vector<T> embed_pre_norm_, embed_mean_, embed_rstd_;  // embedding LayerNorm (BLOOM)
-  std::vector<T> x_final_, xf_, final_mean_, final_rstd_, dx_, dx2_, logits_;
-  std::vector<int32_t> inputs_, targets_;
+  std::vector<T> dx_, dx2_, logits_;
   std::vector<float> rope_cos_, rope_sin_, alibi_;
   std::vector<T> zero_bias_, unused_dbias_;  // [h]: LayerNorm without bias (norm_bias false)
+  core::Status comm_status_;  // the first failed collective (later ones are skipped)
   int64_t high_water_bytes_ = 0;
 };
 

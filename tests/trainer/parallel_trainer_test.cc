@@ -1,0 +1,229 @@
+// The parallel trainer (trainer/parallel_trainer.h) against the single-rank run
+// (train_reference.h) on the thread backend: issue 7's layouts -- TP2, PP2, PP4 with the
+// embedding-aware uneven partition, DP2 with ZeRO 1 and 2, TP2xPP2, TP2xDP2 ZeRO-1, PP2
+// interleaved (vpp 2), plus GPipe and recomputation -- for a tiny Llama (GQA, RoPE, SwiGLU,
+// untied head) and a tiny Bloom (ALiBi, LayerNorm with biases, embedding norm, tied head, so the
+// tied embedding spans the first and last stage), both with 6 blocks, 20 iterations of 8
+// micro-batches. Bound (issue 7): every iteration's loss within 1e-5 relative of the single-rank
+// run; the final weights as in data_parallel_test.cc. The tensor-parallel sums reassociate the
+// reductions over the hidden and vocabulary dimensions; the pipeline changes nothing in the
+// arithmetic but the gradient norm's sum.
+#include <gtest/gtest.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "comm/process_groups.h"
+#include "comm/thread_comm.h"
+#include "core/model_io.h"
+#include "tests/trainer/train_reference.h"
+#include "trainer/parallel_trainer.h"
+
+namespace loom::train {
+namespace {
+
+using testing::init_params;
+using testing::kMbs;
+using testing::kMicro;
+using testing::kSeq;
+using testing::kSteps;
+using testing::optimizer;
+using testing::single_rank;
+using testing::step_batches;
+using testing::TrainRun;
+
+core::ModelSpec six_blocks(const char* name) {
+  core::ModelSpec spec = core::load_model(name).value();
+  spec.num_layers = 6;  // enough blocks for four stages and for two chunks on two stages
+  return spec;
+}
+
+struct Case {
+  int64_t tp = 1, pp = 1, dp = 1, vpp = 1;
+  int zero = 0;
+  core::PartitionMethod partition = core::PartitionMethod::kUniform;
+  core::PipelineSchedule schedule = core::PipelineSchedule::k1F1B;
+  core::Recompute recompute = core::Recompute::kNone;
+};
+
+core::Layout layout_of(const Case& c, const core::ModelSpec& spec) {
+  core::Layout l;
+  l.tp = c.tp;
+  l.pp = c.pp;
+  l.dp = c.dp;
+  l.vpp = c.vpp;
+  l.gpus = c.tp * c.pp * c.dp;
+  l.zero = c.zero;
+  l.mbs = kMbs;
+  l.gbs = kMbs * kMicro;
+  l.seq = kSeq;
+  l.partition_method = c.partition;
+  l.schedule = c.schedule;
+  l.recompute = c.recompute;
+  l.precision = core::Precision::kFp32;
+  return core::resolve_layout(l, spec).value();
+}
+
+// Runs every rank of the layout on a thread; checks that all ranks report the same losses and
+// assemble the same full weights, and returns rank 0's.
+TrainRun run_parallel(const core::ModelSpec& spec, const core::Layout& layout,
+                      const std::vector<float>& init, int64_t* workspace_bytes = nullptr) {
+  const int n = static_cast<int>(layout.tp * layout.pp * layout.dp);
+  auto world = comm::make_thread_world(n);
+  std::vector<TrainRun> runs(n);
+  std::vector<core::Status> status(n, core::ok_status());
+  std::vector<int64_t> workspace(n, 0);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < n; ++r) {
+    threads.emplace_back([&, r] {
+      omp_set_num_threads(1);  // one core per rank: the ranks share this machine's cores
+      world[r]->set_timeout(std::chrono::seconds(60));
+      auto groups = comm::make_process_groups(*world[r], layout);
+      if (!groups.ok()) {
+        status[r] = groups.status();
+        return;
+      }
+      auto t = ParallelTrainer::create(spec, layout, optimizer(), &*groups, init);
+      if (!t.ok()) {
+        status[r] = t.status();
+        return;
+      }
+      for (int64_t step = 1; step <= kSteps; ++step) {
+        auto s = (*t)->train_step(step_batches(spec.vocab_size, step), kMbs, kSeq,
+                                  learning_rate(optimizer(), step));
+        if (!s.ok()) {
+          status[r] = s.status();
+          return;
+        }
+        runs[r].losses.push_back(s->loss);
+      }
+      std::vector<float> m, v;
+      status[r] = (*t)->full_state(&runs[r].params, &m, &v);
+      workspace[r] = (*t)->workspace_bytes();
+    });
+  }
+  for (auto& th : threads) th.join();
+  for (int r = 0; r < n; ++r)
+    EXPECT_TRUE(status[r].ok()) << "rank " << r << ": " << status[r].message();
+  for (int r = 1; r < n; ++r) {
+    EXPECT_EQ(runs[r].losses, runs[0].losses) << "rank " << r;
+    EXPECT_EQ(runs[r].params, runs[0].params) << "rank " << r;
+  }
+  if (workspace_bytes != nullptr) *workspace_bytes = *std::max_element(workspace.begin(), workspace.end());
+  return runs[0];
+}
+
+std::string name_of(const Case& c) {
+  std::string s = fmt::format("tp{} pp{} dp{}", c.tp, c.pp, c.dp);
+  if (c.vpp > 1) s += fmt::format(" vpp{}", c.vpp);
+  if (c.dp > 1) s += fmt::format(" zero{}", c.zero);
+  if (c.partition == core::PartitionMethod::kEmbeddingAsLayer) s += " embedding-as-layer";
+  if (c.schedule == core::PipelineSchedule::kGPipe) s += " gpipe";
+  if (c.recompute != core::Recompute::kNone) s += std::string(" recompute ") + core::to_string(c.recompute);
+  return s;
+}
+
+// Losses within issue 7's 1e-5 relative; weights within 1e-5 in relative L2 norm. Not an
+// element-wise bound: AdamW divides each update by sqrt(v), so an element whose gradient is
+// itself cancellation noise takes a step whose size does not shrink with the noise (seen: one
+// w_down element of 0.011 off by 1.4e-5 after 20 steps under TP2, the whole model off by 2.8e-6
+// in L2). With `exact` (no reduction reassociated) every loss and weight must be bit-identical.
+void expect_matches(const TrainRun& ref, const TrainRun& run, const std::string& what, bool exact) {
+  ASSERT_EQ(run.losses.size(), ref.losses.size());
+  ASSERT_EQ(run.params.size(), ref.params.size());
+  double worst = 0, diff2 = 0, norm2 = 0, worst_weight = 0;
+  for (size_t i = 0; i < ref.losses.size(); ++i) {
+    const double rel = std::abs(run.losses[i] - ref.losses[i]) / ref.losses[i];
+    worst = std::max(worst, rel);
+    EXPECT_LT(rel, 1e-5) << "iteration " << i + 1;
+  }
+  for (size_t i = 0; i < ref.params.size(); ++i) {
+    const double d = std::abs(double(run.params[i]) - ref.params[i]);
+    worst_weight = std::max(worst_weight, d);
+    diff2 += d * d;
+    norm2 += double(ref.params[i]) * ref.params[i];
+  }
+  const double l2 = std::sqrt(diff2 / norm2);
+  EXPECT_LT(l2, 1e-5);
+  if (exact) {
+    EXPECT_EQ(run.losses, ref.losses);
+    EXPECT_EQ(run.params, ref.params);
+  }
+  std::printf("[ %s ] loss %.5f -> %.5f; worst loss rel diff %.2e; weights: L2 rel diff %.2e, "
+              "worst element %.2e%s\n",
+              what.c_str(), ref.losses.front(), ref.losses.back(), worst, l2, worst_weight,
+              exact ? " (bit-exact required)" : "");
+}
+
+TEST(ParallelTrainer, MatchesTheSingleRankRunForEveryLayout) {
+  using PM = core::PartitionMethod;
+  const std::vector<Case> cases = {
+      {.tp = 2},
+      {.pp = 2},
+      {.pp = 4, .partition = PM::kEmbeddingAsLayer},
+      {.dp = 2, .zero = 1},
+      {.dp = 2, .zero = 2},
+      {.tp = 2, .pp = 2},
+      {.tp = 2, .dp = 2, .zero = 1},
+      {.pp = 2, .vpp = 2},
+      {.pp = 2, .schedule = core::PipelineSchedule::kGPipe, .recompute = core::Recompute::kFull},
+      {.tp = 2, .pp = 2, .recompute = core::Recompute::kSelective},
+  };
+  for (const char* model : {"tiny-llama", "tiny-bloom"}) {
+    const core::ModelSpec spec = six_blocks(model);
+    const std::vector<float> init = init_params(ParamLayout(spec), spec.num_layers, 42);
+    omp_set_num_threads(1);  // as each rank runs: the same GEMM blocking, the same sums
+    const TrainRun ref = single_rank(spec, init);
+    omp_set_num_threads(omp_get_num_procs());
+    for (const Case& c : cases) {
+      const std::string what = std::string(model) + " " + name_of(c);
+      SCOPED_TRACE(what);
+      // Pipelining alone changes no arithmetic: each stage runs the same ops on the same
+      // numbers, and the gradient norm (summed per stage in double) rounds to the same fp32
+      // coefficient here. A tied embedding's two gradients are summed once at the end instead
+      // of accumulated together, so that case is not exact.
+      const bool exact = c.tp == 1 && c.dp == 1 && !spec.tied_embeddings;
+      expect_matches(ref, run_parallel(spec, layout_of(c, spec), init), what, exact);
+    }
+  }
+}
+
+// 1F1B keeps at most pp - rank micro-batches in flight where GPipe keeps all of them: the
+// first stage's activation high-water mark shows it.
+TEST(ParallelTrainer, OneFOneBHoldsFewerMicroBatchesThanGPipe) {
+  const core::ModelSpec spec = six_blocks("tiny-llama");
+  const std::vector<float> init = init_params(ParamLayout(spec), spec.num_layers, 7);
+  int64_t one_f_one_b = 0, gpipe = 0;
+  run_parallel(spec, layout_of({.pp = 2}, spec), init, &one_f_one_b);
+  run_parallel(spec, layout_of({.pp = 2, .schedule = core::PipelineSchedule::kGPipe}, spec), init,
+               &gpipe);
+  EXPECT_GT(gpipe, 2 * one_f_one_b) << "8 micro-batches in flight vs at most 2";
+}
+
+TEST(ParallelTrainer, RefusesWhatItDoesNotRunByName) {
+  const core::ModelSpec spec = six_blocks("tiny-llama");
+  const std::vector<float> init = init_params(ParamLayout(spec), spec.num_layers, 1);
+  auto world = comm::make_thread_world(1);
+  core::Layout l = layout_of({}, spec);
+  auto groups = comm::make_process_groups(*world[0], l).value();
+  for (auto [field, value] : {std::pair{"zero", 3}, {"sp", 1}}) {
+    core::Layout bad = l;
+    if (std::string(field) == "zero") bad.zero = value;
+    if (std::string(field) == "sp") bad.sp = true;
+    auto t = ParallelTrainer::create(spec, bad, optimizer(), &groups, init);
+    ASSERT_FALSE(t.ok());
+    EXPECT_NE(t.status().message().find(std::string("'") + field + "'"), std::string::npos)
+        << t.status().message();
+  }
+  auto short_init = ParallelTrainer::create(spec, l, optimizer(), &groups, std::vector<float>(10));
+  ASSERT_FALSE(short_init.ok());
+  EXPECT_NE(short_init.status().message().find("10 values"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace loom::train

@@ -1,0 +1,377 @@
+// The tensor x pipeline x data-parallel trainer: see parallel_trainer.h.
+#include "trainer/parallel_trainer.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <unordered_map>
+
+#include <fmt/format.h>
+
+#include "trainer/pipeline_schedule.h"
+
+namespace loom::train {
+
+namespace {
+
+int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
+
+// Calls fn(local_offset, full_offset, count) for each contiguous run of a shard's tensor that
+// exists in the full model's tensor. Vocabulary rows the shard pads beyond the full tensor's
+// (padded_vocab(tp) > padded_vocab(1)) have no counterpart and are skipped.
+template <typename F>
+void for_each_run(const ParamInfo& local, const ParamInfo& full, F fn) {
+  if (local.split_dim < 0) {
+    fn(local.offset, full.offset, std::min(local.size, full.size));
+  } else if (local.split_dim == 0) {
+    const int64_t row = local.size / local.shape[0];
+    const int64_t rows = std::clamp<int64_t>(full.shape[0] - local.split_start, 0, local.shape[0]);
+    fn(local.offset, full.offset + local.split_start * row, rows * row);
+  } else {  // [out, in] cut along `in`
+    const int64_t out = local.shape[0], in = local.shape[1], full_in = full.shape[1];
+    for (int64_t r = 0; r < out; ++r)
+      fn(local.offset + r * in, full.offset + r * full_in + local.split_start, in);
+  }
+}
+
+core::Status unsupported(const char* field, const std::string& value, const char* why) {
+  return core::error(core::ErrorCode::kInvalidArgument,
+                     "layout field '{}' = {}: not run by the parallel trainer ({})", field, value,
+                     why);
+}
+
+}  // namespace
+
+core::Result<std::unique_ptr<ParallelTrainer>> ParallelTrainer::create(
+    const core::ModelSpec& spec, const core::Layout& layout, const OptimizerConfig& optim,
+    const comm::ProcessGroups* groups, const std::vector<float>& init) {
+  if (groups == nullptr || !groups->tp || !groups->pp || !groups->dp) {
+    return core::error(core::ErrorCode::kInternal, "parallel trainer without its process groups");
+  }
+  if (groups->tp->size() != layout.tp || groups->pp->size() != layout.pp ||
+      groups->dp->size() != layout.dp) {
+    return core::error(core::ErrorCode::kInvalidArgument,
+                       "process groups tp {} pp {} dp {} do not match the layout {}",
+                       groups->tp->size(), groups->pp->size(), groups->dp->size(),
+                       layout.summary());
+  }
+  if (layout.sp) return unsupported("sp", "true", "sequence parallelism is not implemented yet");
+  if (layout.zero > 2 || layout.zero < 0) {
+    return unsupported("zero", std::to_string(layout.zero), "allowed: 0, 1, 2");
+  }
+  if (layout.zero == 2 && layout.pp > 1) {
+    return unsupported("zero", "2", "ZeRO-2 reduce-scatters each micro-batch's gradients, which "
+                       "pipelining does not finish one at a time; use zero 1 with pp > 1, as "
+                       "DeepSpeed does");
+  }
+  if (layout.vpp > 1 && layout.pp == 1) {
+    return unsupported("vpp", std::to_string(layout.vpp), "interleaving needs pp > 1");
+  }
+  if (static_cast<int64_t>(layout.partition.size()) != layout.pp * layout.vpp) {
+    return core::error(core::ErrorCode::kInvalidArgument,
+                       "layout field 'partition' has {} entries, pp x vpp = {} needed (resolve "
+                       "the layout first)",
+                       layout.partition.size(), layout.pp * layout.vpp);
+  }
+  const ParamLayout full(spec);
+  if (static_cast<int64_t>(init.size()) != full.total()) {
+    return core::error(core::ErrorCode::kInvalidArgument,
+                       "initial weights: {} values, model '{}' has {} parameters", init.size(),
+                       spec.name, full.total());
+  }
+  if (spec.pad_vocab_size_to > 0 && spec.padded_vocab(layout.tp) % layout.tp != 0) {
+    return core::error(core::ErrorCode::kInvalidArgument,
+                       "--tp {}: the padded vocabulary {} of model '{}' does not split into {} "
+                       "equal parts",
+                       layout.tp, spec.padded_vocab(layout.tp), spec.name, layout.tp);
+  }
+  std::unique_ptr<ParallelTrainer> t(new ParallelTrainer(spec, layout, optim, groups));
+  t->scatter_full(init, t->params_.data());
+  return t;
+}
+
+ParallelTrainer::ParallelTrainer(const core::ModelSpec& spec, const core::Layout& layout,
+                                 const OptimizerConfig& optim, const comm::ProcessGroups* groups)
+    : spec_(spec), layout_(layout), groups_(groups), optim_cfg_(optim), full_layout_(spec) {
+  const int64_t pp = layout.pp, vpp = layout.vpp, stages = pp * vpp;
+  const int64_t pp_rank = groups->coords.pp;
+  std::vector<int64_t> first_block(stages + 1, 0);
+  for (int64_t v = 0; v < stages; ++v) first_block[v + 1] = first_block[v] + layout.partition[v];
+  std::vector<const ParamLayout*> parts;
+  for (int64_t c = 0; c < vpp; ++c) {
+    const int64_t v = c * pp + pp_rank;
+    ModelShard shard{.tp_rank = groups->coords.tp,
+                     .tp = layout.tp,
+                     .first_layer = first_block[v],
+                     .end_layer = first_block[v + 1],
+                     .embedding = v == 0,
+                     .head = v == stages - 1};
+    chunks_.push_back(
+        std::make_unique<Transformer<float>>(spec, layout.recompute, shard, groups->tp.get()));
+    parts.push_back(&chunks_.back()->layout());
+  }
+  rank_layout_ = ParamLayout::concat(parts);
+  for (int64_t c = 0, offset = 0; c < vpp; ++c) {
+    chunk_offset_.push_back(offset);
+    offset += chunks_[c]->layout().total();
+  }
+  for (const ParamInfo& p : rank_layout_.params()) {  // ranges counted in the gradient norm
+    if (p.duplicate) continue;
+    if (!unique_.empty() && unique_.back().second == p.offset) {
+      unique_.back().second += p.size;
+    } else {
+      unique_.emplace_back(p.offset, p.offset + p.size);
+    }
+  }
+  if (spec.tied_embeddings && stages > 1) {  // Megatron's embedding group: first and last stage
+    if (pp_rank == 0) tied_offset_ = chunk_offset_[0] + chunks_[0]->layout().embed;
+    if (pp_rank == pp - 1) tied_offset_ = chunk_offset_[vpp - 1] + chunks_[vpp - 1]->layout().lm_head;
+    tied_size_ = spec.padded_vocab(layout.tp) / layout.tp * spec.hidden_size;
+  }
+  count_ = rank_layout_.total();
+  const int64_t dp = layout.dp;
+  padded_ = round_up(count_, dp);
+  if (layout.zero >= 1) {
+    shard_begin_ = padded_ / dp * groups->coords.dp;
+    shard_end_ = shard_begin_ + padded_ / dp;
+  } else {
+    shard_end_ = padded_;
+  }
+  params_.assign(padded_, 0.f);
+  grads_.assign(padded_, 0.f);
+  if (layout.zero >= 1) shard_grads_.assign(shard_end_ - shard_begin_, 0.f);
+  if (layout.zero == 2) staging_.assign(shard_end_ - shard_begin_, 0.f);
+  optim_ = std::make_unique<AdamW>(rank_layout_, optim, shard_begin_, shard_end_);
+}
+
+void ParallelTrainer::scatter_full(const std::vector<float>& full, float* local) const {
+  std::unordered_map<std::string, const ParamInfo*> by_name;
+  for (const ParamInfo& p : full_layout_.params()) by_name[p.name] = &p;
+  for (const ParamInfo& p : rank_layout_.params()) {
+    std::fill(local + p.offset, local + p.offset + p.size, 0.f);  // padding rows stay 0
+    for_each_run(p, *by_name.at(p.name), [&](int64_t lo, int64_t fo, int64_t n) {
+      std::copy(full.data() + fo, full.data() + fo + n, local + lo);
+    });
+  }
+}
+
+// Every rank writes the tensors it owns (not the duplicates) into a zero vector; summing over
+// the tensor- and pipeline-parallel groups adds each element to zeros only, so it is exact.
+core::Status ParallelTrainer::gather_full(const float* local, std::vector<float>* full) const {
+  std::unordered_map<std::string, const ParamInfo*> by_name;
+  for (const ParamInfo& p : full_layout_.params()) by_name[p.name] = &p;
+  full->assign(static_cast<size_t>(full_layout_.total()), 0.f);
+  for (const ParamInfo& p : rank_layout_.params()) {
+    if (p.duplicate) continue;
+    for_each_run(p, *by_name.at(p.name), [&](int64_t lo, int64_t fo, int64_t n) {
+      std::copy(local + lo, local + lo + n, full->data() + fo);
+    });
+  }
+  LOOM_RETURN_IF_ERROR(groups_->tp->all_reduce(full->data(), full_layout_.total(), comm::ReduceOp::kSum));
+  return groups_->pp->all_reduce(full->data(), full_layout_.total(), comm::ReduceOp::kSum);
+}
+
+core::Result<ParallelTrainer::Step> ParallelTrainer::train_step(
+    const std::vector<std::vector<int32_t>>& micro_batches, int64_t mbs, int64_t seq, double lr) {
+  const int64_t m = static_cast<int64_t>(micro_batches.size()), dp = layout_.dp;
+  if (m == 0 || m % dp != 0) {
+    return core::error(core::ErrorCode::kInvalidArgument,
+                       "a global batch of {} micro-batches does not split over {} data-parallel "
+                       "ranks (gbs / mbs must be a multiple of dp)",
+                       m, dp);
+  }
+  for (size_t i = 0; i < micro_batches.size(); ++i) {
+    if (static_cast<int64_t>(micro_batches[i].size()) != mbs * (seq + 1)) {
+      return core::error(core::ErrorCode::kInvalidArgument,
+                         "micro-batch {}: {} tokens, expected mbs x (seq + 1) = {}", i,
+                         micro_batches[i].size(), mbs * (seq + 1));
+    }
+  }
+  const int64_t per_rank = m / dp;
+  const double tokens = static_cast<double>(m * mbs * seq);
+  std::fill(grads_.begin(), grads_.end(), 0.f);
+  if (layout_.zero >= 1) std::fill(shard_grads_.begin(), shard_grads_.end(), 0.f);
+  double loss_sum = 0;
+  LOOM_RETURN_IF_ERROR(run_pipeline(micro_batches, groups_->coords.dp * per_rank, per_rank, mbs,
+                                    seq, static_cast<float>(1.0 / tokens), &loss_sum));
+  LOOM_RETURN_IF_ERROR(sync_tied_embedding());
+  // The loss lives on the last stage (every tensor-parallel rank there holds the same sum).
+  LOOM_RETURN_IF_ERROR(groups_->pp->all_reduce(&loss_sum, 1, comm::ReduceOp::kSum));
+  LOOM_RETURN_IF_ERROR(groups_->dp->all_reduce(&loss_sum, 1, comm::ReduceOp::kSum));
+
+  Step out;
+  out.loss = loss_sum / tokens;
+  comm::Communicator& dpc = *groups_->dp;
+  float* shard = grads_.data();
+  if (layout_.zero == 0) {
+    LOOM_RETURN_IF_ERROR(dpc.all_reduce(grads_.data(), padded_, comm::ReduceOp::kSum));
+  } else {
+    if (layout_.zero == 1)
+      LOOM_RETURN_IF_ERROR(dpc.reduce_scatter(grads_.data(), shard_grads_.data(), padded_ / dp));
+    shard = shard_grads_.data();
+  }
+  // Sum of squares of the tensors this rank owns, within its optimizer shard.
+  double squares = 0;
+  for (const auto& [begin, end] : unique_) {
+    const int64_t b = std::max(begin, shard_begin_), e = std::min(end, shard_end_);
+    if (b < e) squares += AdamW::grad_sum_of_squares(shard + (b - shard_begin_), e - b);
+  }
+  if (layout_.zero >= 1) LOOM_RETURN_IF_ERROR(dpc.all_reduce(&squares, 1, comm::ReduceOp::kSum));
+  LOOM_RETURN_IF_ERROR(groups_->tp->all_reduce(&squares, 1, comm::ReduceOp::kSum));
+  LOOM_RETURN_IF_ERROR(groups_->pp->all_reduce(&squares, 1, comm::ReduceOp::kSum));
+  out.grad_norm = std::sqrt(squares);
+  const double clip = optim_cfg_.clip_grad;
+  const double coefficient = clip > 0 && out.grad_norm > clip ? clip / (out.grad_norm + 1e-6) : 1.0;
+  optim_->update(params_.data() + shard_begin_, shard, lr, coefficient);
+  if (layout_.zero >= 1) {
+    LOOM_RETURN_IF_ERROR(
+        dpc.all_gather(params_.data() + shard_begin_, params_.data(), padded_ / dp));
+  }
+  return out;
+}
+
+core::Status ParallelTrainer::run_pipeline(const std::vector<std::vector<int32_t>>& micro_batches,
+                                           int64_t first, int64_t count, int64_t mbs, int64_t seq,
+                                           float grad_scale, double* loss_sum) {
+  const int64_t pp = layout_.pp, stages = pp * layout_.vpp, rank = groups_->coords.pp;
+  LOOM_ASSIGN_OR_RETURN(const std::vector<PipelineAction> actions,
+                        pipeline_schedule(layout_.schedule, pp, layout_.vpp, count, rank));
+  message_floats_ = mbs * seq * spec_.hidden_size;
+  std::vector<float> x_in(message_floats_), dy(message_floats_), dx(message_floats_);
+  std::map<std::pair<int64_t, int64_t>, int> slot_of;  // (chunk, micro-batch) -> slot
+  for (const PipelineAction& a : actions) {
+    const int64_t v = a.chunk * pp + rank;
+    Transformer<float>& model = *chunks_[a.chunk];
+    const float* p = params_.data() + chunk_offset_[a.chunk];
+    float* g = grads_.data() + chunk_offset_[a.chunk];
+    if (a.forward) {
+      if (v > 0) LOOM_RETURN_IF_ERROR(recv_activation(true, v, a.microbatch, x_in.data()));
+      const std::vector<int32_t>& tokens = micro_batches[first + a.microbatch];
+      double loss = 0;
+      LOOM_ASSIGN_OR_RETURN(const int slot,
+                            model.stage_forward(p, g, tokens.data(), mbs, seq,
+                                                v > 0 ? x_in.data() : nullptr, grad_scale, &loss));
+      *loss_sum += loss;
+      if (v < stages - 1)
+        LOOM_RETURN_IF_ERROR(send_activation(true, v + 1, a.microbatch, model.stage_output(slot)));
+      slot_of[{a.chunk, a.microbatch}] = slot;
+      continue;
+    }
+    if (v < stages - 1) LOOM_RETURN_IF_ERROR(recv_activation(false, v, a.microbatch, dy.data()));
+    LOOM_RETURN_IF_ERROR(model.stage_backward(slot_of.at({a.chunk, a.microbatch}), p, g,
+                                              v < stages - 1 ? dy.data() : nullptr,
+                                              v > 0 ? dx.data() : nullptr));
+    if (v > 0) LOOM_RETURN_IF_ERROR(send_activation(false, v - 1, a.microbatch, dx.data()));
+    if (layout_.zero == 2) {  // pp == 1: this micro-batch's gradients are complete
+      const int64_t per = padded_ / layout_.dp;
+      LOOM_RETURN_IF_ERROR(groups_->dp->reduce_scatter(grads_.data(), staging_.data(), per));
+      for (size_t j = 0; j < shard_grads_.size(); ++j) shard_grads_[j] += staging_[j];
+      std::fill(grads_.begin(), grads_.end(), 0.f);
+    }
+  }
+  return core::ok_status();
+}
+
+// A message: (forward, receiving virtual stage, micro-batch) as three int64, then the
+// activation (forward) or its gradient (backward), [mbs seq, h] fp32.
+core::Status ParallelTrainer::send_activation(bool forward, int64_t to_stage, int64_t microbatch,
+                                              const float* data) {
+  const int64_t header[3] = {forward ? 1 : 0, to_stage, microbatch};
+  std::vector<char> message(sizeof(header) + message_floats_ * sizeof(float));
+  std::memcpy(message.data(), header, sizeof(header));
+  std::memcpy(message.data() + sizeof(header), data, message_floats_ * sizeof(float));
+  return groups_->pp->send(message.data(), static_cast<int64_t>(message.size()),
+                           static_cast<int>(to_stage % layout_.pp));
+}
+
+core::Status ParallelTrainer::recv_activation(bool forward, int64_t stage, int64_t microbatch,
+                                              float* data) {
+  const auto key = std::make_tuple(forward, stage, microbatch);
+  if (auto it = stash_.find(key); it != stash_.end()) {
+    std::copy(it->second.begin(), it->second.end(), data);
+    stash_.erase(it);
+    return core::ok_status();
+  }
+  const int64_t stages = layout_.pp * layout_.vpp;
+  const int64_t from_stage = forward ? stage - 1 : stage + 1;
+  if (from_stage < 0 || from_stage >= stages) {
+    return core::error(core::ErrorCode::kInternal, "no stage sends to stage {} ({})", stage,
+                       forward ? "forward" : "backward");
+  }
+  const int peer = static_cast<int>(from_stage % layout_.pp);
+  std::vector<char> message(3 * sizeof(int64_t) + message_floats_ * sizeof(float));
+  for (;;) {  // messages for other (stage, micro-batch) pairs arriving first wait in the stash
+    LOOM_RETURN_IF_ERROR(groups_->pp->recv(message.data(), static_cast<int64_t>(message.size()), peer));
+    int64_t header[3];
+    std::memcpy(header, message.data(), sizeof(header));
+    const float* payload = reinterpret_cast<const float*>(message.data() + sizeof(header));
+    const auto got = std::make_tuple(header[0] == 1, header[1], header[2]);
+    if (got == key) {
+      std::copy(payload, payload + message_floats_, data);
+      return core::ok_status();
+    }
+    stash_[got].assign(payload, payload + message_floats_);
+  }
+}
+
+core::Status ParallelTrainer::sync_tied_embedding() {
+  if (tied_offset_ < 0) return core::ok_status();
+  const int first = 0, last = static_cast<int>(layout_.pp - 1);
+  const int peer = groups_->coords.pp == 0 ? last : first;
+  const int64_t bytes = tied_size_ * static_cast<int64_t>(sizeof(float));
+  std::vector<float> other(tied_size_);
+  float* mine = grads_.data() + tied_offset_;
+  LOOM_RETURN_IF_ERROR(groups_->pp->send(mine, bytes, peer));
+  LOOM_RETURN_IF_ERROR(groups_->pp->recv(other.data(), bytes, peer));
+  for (int64_t i = 0; i < tied_size_; ++i) mine[i] += other[i];  // a + b == b + a: same bits
+  return core::ok_status();
+}
+
+core::Status ParallelTrainer::full_state(std::vector<float>* params, std::vector<float>* exp_avg,
+                                         std::vector<float>* exp_avg_sq) {
+  LOOM_RETURN_IF_ERROR(gather_full(params_.data(), params));
+  std::vector<float> local(static_cast<size_t>(padded_));
+  for (auto [shard, full] : {std::pair{&optim_->exp_avg(), exp_avg}, {&optim_->exp_avg_sq(), exp_avg_sq}}) {
+    if (layout_.zero == 0) {
+      std::copy(shard->begin(), shard->end(), local.begin());
+    } else {
+      LOOM_RETURN_IF_ERROR(groups_->dp->all_gather(shard->data(), local.data(), padded_ / layout_.dp));
+    }
+    LOOM_RETURN_IF_ERROR(gather_full(local.data(), full));
+  }
+  return core::ok_status();
+}
+
+core::Status ParallelTrainer::restore(const std::vector<float>& params,
+                                      const std::vector<float>& exp_avg,
+                                      const std::vector<float>& exp_avg_sq, int64_t updates) {
+  for (const auto* v : {&params, &exp_avg, &exp_avg_sq}) {
+    if (static_cast<int64_t>(v->size()) != full_layout_.total()) {
+      return core::error(core::ErrorCode::kInvalidArgument,
+                         "restoring the parallel trainer: {} values for the {} parameters of '{}'",
+                         v->size(), full_layout_.total(), spec_.name);
+    }
+  }
+  scatter_full(params, params_.data());
+  std::vector<float> local(static_cast<size_t>(padded_), 0.f);
+  for (auto [full, shard] : {std::pair{&exp_avg, &optim_->exp_avg()}, {&exp_avg_sq, &optim_->exp_avg_sq()}}) {
+    scatter_full(*full, local.data());
+    std::copy(local.begin() + shard_begin_, local.begin() + shard_end_, shard->begin());
+  }
+  optim_->set_updates(updates);
+  return core::ok_status();
+}
+
+int64_t ParallelTrainer::state_bytes() const {
+  const auto f = static_cast<int64_t>(sizeof(float));
+  return f * static_cast<int64_t>(params_.size() + grads_.size() + shard_grads_.size() +
+                                  staging_.size() + 2 * (shard_end_ - shard_begin_));
+}
+
+int64_t ParallelTrainer::workspace_bytes() const {
+  int64_t total = 0;
+  for (const auto& c : chunks_) total += c->workspace_high_water_bytes();
+  return total;
+}
+
+}  // namespace loom::train

@@ -1,0 +1,104 @@
+// ParallelTrainer: one rank of a tensor x pipeline x data-parallel training run, executing a
+// resolved core::Layout as the planner writes it (issue 7). The rank holds the model chunks of
+// its pipeline rank (virtual stages chunk * pp + pp_rank, blocks as layout.partition says, the
+// embedding with virtual stage 0 and the final norm + LM head + loss with the last), each cut
+// for its tensor-parallel rank (Transformer with a ModelShard); its flat parameters are the
+// chunks' tensors one after another. An iteration:
+//   1. the rank's contiguous share of the global batch's micro-batches goes through the
+//      pipeline in the layout's schedule (pipeline_schedule.h); activations and their gradients
+//      travel between pipeline ranks as point-to-point messages tagged with (direction, virtual
+//      stage, micro-batch), so that a rank may receive them in any order;
+//   2. with tied embeddings over several stages, the first and last stage add their gradients of
+//      the shared matrix (Megatron's embedding group);
+//   3. data parallelism with ZeRO 0, 1 or 2 as in data_parallel.h, over the rank's flat buffer;
+//      ZeRO-2 reduce-scatters each micro-batch's gradients when its backward ends, so it runs
+//      without pipelining (as DeepSpeed, which allows only ZeRO-1 with its pipeline engine);
+//   4. the global gradient norm counts each tensor once (copies on tp rank > 0 and the tied
+//      copy are skipped) and is summed over the data-, tensor- and pipeline-parallel groups.
+// The full model maps onto the shards by name and slice (ParamInfo::split_dim), so weights and
+// Adam moments move between any two layouts (full_state / restore): checkpoints reshard.
+// Tested in tests/trainer/parallel_trainer_test.cc against the single-rank run on threads.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <tuple>
+#include <vector>
+
+#include "comm/process_groups.h"
+#include "core/layout.h"
+#include "core/model_spec.h"
+#include "core/status.h"
+#include "trainer/optimizer.h"
+#include "trainer/transformer.h"
+
+namespace loom::train {
+
+class ParallelTrainer {
+ public:
+  // layout: resolved (core::resolve_layout) for `spec`, tp * pp * dp == the world the groups
+  // were made from; groups: this rank's (kept, not owned); init: the full fp32 weights in
+  // ParamLayout(spec) order, the same on every rank. Errors name the layout field that this
+  // trainer does not run (sequence parallelism, ZeRO-3, ZeRO-2 with pp > 1).
+  static core::Result<std::unique_ptr<ParallelTrainer>> create(const core::ModelSpec& spec,
+                                                               const core::Layout& layout,
+                                                               const OptimizerConfig& optim,
+                                                               const comm::ProcessGroups* groups,
+                                                               const std::vector<float>& init);
+
+  struct Step {
+    double loss = 0;       // mean token loss over the global batch
+    double grad_norm = 0;  // global, before clipping
+  };
+  // micro_batches: all gbs / mbs micro-batches of the global batch, each [mbs, seq + 1] tokens,
+  // the same list on every rank; lr: this iteration's learning rate.
+  core::Result<Step> train_step(const std::vector<std::vector<int32_t>>& micro_batches,
+                                int64_t mbs, int64_t seq, double lr);
+
+  // The full model's weights and Adam moments in ParamLayout(spec) order, assembled from every
+  // rank's shards (a collective over all ranks: each gets them).
+  core::Status full_state(std::vector<float>* params, std::vector<float>* exp_avg,
+                          std::vector<float>* exp_avg_sq);
+  // Takes this rank's shards of a full state (as a checkpoint of any layout holds it).
+  core::Status restore(const std::vector<float>& params, const std::vector<float>& exp_avg,
+                       const std::vector<float>& exp_avg_sq, int64_t updates);
+  int64_t updates() const { return optim_->updates(); }
+  const core::Layout& layout() const { return layout_; }
+  // Bytes of training state on this rank (weights, gradients, gradient shard, Adam moments of
+  // its shard) and the high-water bytes of its chunks' activations and scratch.
+  int64_t state_bytes() const;
+  int64_t workspace_bytes() const;
+
+ private:
+  ParallelTrainer(const core::ModelSpec& spec, const core::Layout& layout,
+                  const OptimizerConfig& optim, const comm::ProcessGroups* groups);
+  core::Status run_pipeline(const std::vector<std::vector<int32_t>>& micro_batches, int64_t first,
+                            int64_t count, int64_t mbs, int64_t seq, float grad_scale,
+                            double* loss_sum);
+  core::Status send_activation(bool forward, int64_t to_stage, int64_t microbatch,
+                               const float* data);
+  core::Status recv_activation(bool forward, int64_t stage, int64_t microbatch, float* data);
+  core::Status sync_tied_embedding();
+  // Copies between the full model (ParamLayout(spec) order) and this rank's flat buffer.
+  void scatter_full(const std::vector<float>& full, float* local) const;
+  core::Status gather_full(const float* local, std::vector<float>* full) const;
+
+  core::ModelSpec spec_;
+  core::Layout layout_;
+  const comm::ProcessGroups* groups_;
+  OptimizerConfig optim_cfg_;
+  std::vector<std::unique_ptr<Transformer<float>>> chunks_;
+  std::vector<int64_t> chunk_offset_;  // each chunk's first element in the flat buffer
+  ParamLayout rank_layout_, full_layout_;
+  int64_t count_ = 0, padded_ = 0, shard_begin_ = 0, shard_end_ = 0;
+  std::vector<std::pair<int64_t, int64_t>> unique_;  // ranges counted in the gradient norm
+  int64_t tied_offset_ = -1;  // the shared embedding's offset on the first / last stage
+  int64_t tied_size_ = 0;
+  std::vector<float> params_, grads_, shard_grads_, staging_;
+  std::unique_ptr<AdamW> optim_;
+  int64_t message_floats_ = 0;
+  std::map<std::tuple<bool, int64_t, int64_t>, std::vector<float>> stash_;  // early messages
+};
+
+}  // namespace loom::train
