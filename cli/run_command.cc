@@ -2,7 +2,7 @@
 // measurement (issue 7). The search is `loom plan`'s, restricted to the layouts the trainer runs
 // today (tp 1, pp 1, ZeRO 0-2; on a CPU profile in fp32, the CPU trainer's precision); the best
 // plan is trained for --steps iterations on synthetic tokens (the single-process trainer, or
-// data-parallel ranks as threads / MPI processes, trainer/dp_run.h); then predicted and measured
+// data-parallel ranks as threads / MPI processes, trainer/parallel_run.h); then predicted and measured
 // step time, tokens/s and per-rank training memory (weights, gradients, optimizer state,
 // activations and scratch) are printed as a table or JSON. A CPU profile should be calibrated
 // first (`loom calibrate --measure`). GPU profiles train through the CUDA trainer (one GPU).
@@ -18,7 +18,7 @@
 #include "core/model_io.h"
 #include "planner/plan.h"
 #include "planner/search.h"
-#include "trainer/dp_run.h"
+#include "trainer/parallel_run.h"
 #include "trainer/trainer.h"
 #ifdef LOOM_WITH_CUDA
 #include "trainer/cuda_run.h"
@@ -110,7 +110,7 @@ core::Status run_run(const RunArgs& a) {
     LOOM_ASSIGN_OR_RETURN(std::unique_ptr<train::Trainer> trainer, train::Trainer::create(cfg, out));
     LOOM_RETURN_IF_ERROR(trainer->run(&s));
   } else {
-    LOOM_RETURN_IF_ERROR(train::run_data_parallel_training(cfg, l.dp, l.zero, out, &s, &reporting));
+    LOOM_RETURN_IF_ERROR(train::run_parallel_training(cfg, l, out, &s, &reporting));
   }
   if (!reporting) return core::ok_status();
 

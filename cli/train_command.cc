@@ -9,7 +9,7 @@
 #include "cli/commands.h"
 #include "cli/table.h"
 #include "planner/plan.h"
-#include "trainer/dp_run.h"
+#include "trainer/parallel_run.h"
 #include "trainer/trainer.h"
 #ifdef LOOM_WITH_CUDA
 #include "trainer/cuda_run.h"
@@ -24,8 +24,8 @@ struct TrainArgs {
   std::string recompute = "none";
   std::string backend = "cpu";
   std::string attention = "auto";
-  int64_t dp = 1;
-  int zero = 0;
+  core::Layout layout;  // --tp/--pp/--vpp/--dp/--zero/--schedule/--partition-method/--partition
+  std::string schedule = "1f1b", partition_method = "uniform", partition;
   std::string plan;
   bool json = false;
 };
@@ -89,53 +89,64 @@ core::Status run_train(TrainArgs& a) {
     const core::Layout& l = p.layout;
     auto cannot = [&](const std::string& what) {
       return core::error(core::ErrorCode::kInvalidArgument,
-                         "--plan {}: {}; the trainer runs data-parallel layouts today (tp 1, pp 1, "
-                         "ZeRO 0-2{})",
-                         a.plan, what, cuda ? ", one GPU with --backend cuda" : "");
+                         "--plan {}: {}; the trainer runs tp x pp x dp layouts with ZeRO 0-2 "
+                         "(ZeRO-2 without pipelining), no sequence parallelism{}",
+                         a.plan, what, cuda ? ", and one GPU with --backend cuda" : "");
     };
-    if (l.tp != 1) return cannot(fmt::format("tp {} (tensor parallelism is still to come)", l.tp));
-    if (l.pp != 1 || l.vpp != 1)
-      return cannot(fmt::format("pp {} vpp {} (pipeline parallelism is still to come)", l.pp, l.vpp));
     if (l.zero > 2) return cannot(fmt::format("zero {} (ZeRO-3 is still to come)", l.zero));
-    if (cuda && (l.dp != 1 || l.zero != 0))
-      return cannot(fmt::format("dp {} zero {} on --backend cuda", l.dp, l.zero));
+    if (l.sp) return cannot("sp true (sequence parallelism is still to come)");
+    if (cuda && l.tp * l.pp * l.dp != 1)
+      return cannot(fmt::format("{} on --backend cuda", l.summary()));
     a.cfg.model_spec = p.model;
     a.cfg.model = p.model.name;
     a.cfg.mbs = l.mbs;
     a.cfg.gbs = l.gbs;
     a.cfg.seq = l.seq;
     a.cfg.recompute = l.recompute;
-    a.dp = l.dp;
-    a.zero = l.zero;
+    a.layout = l;
     *out << fmt::format(
         "plan {}: {} {} on {} ({}), predicted {:.4g} s per iteration, {:.3g} GiB on the fullest "
         "GPU{}\n",
         a.plan, p.model.name, l.summary(), p.cluster, sim::to_string(p.framework),
         p.predicted.step_time_s, p.predicted.peak_gib,
-        cuda ? "" : "; the CPU trainer computes in fp32 with data-parallel ranks as threads or "
-                    "MPI processes");
+        cuda ? "" : "; the CPU trainer computes in fp32 with the ranks as threads or MPI "
+                    "processes");
+  } else {
+    LOOM_ASSIGN_OR_RETURN(a.layout.schedule, core::parse_pipeline_schedule(a.schedule));
+    LOOM_ASSIGN_OR_RETURN(a.layout.partition_method,
+                          core::parse_partition_method(a.partition_method));
+    if (!a.partition.empty()) {
+      LOOM_ASSIGN_OR_RETURN(a.layout.partition, core::parse_partition(a.partition));
+    }
   }
-  if (a.dp != 1 || a.zero != 0) {
+  const core::Layout& l = a.layout;
+  if (l.tp * l.pp * l.dp != 1 || l.zero != 0) {
     if (cuda) {
       return core::error(core::ErrorCode::kInvalidArgument,
-                         "--dp/--zero: the CUDA backend trains on one GPU today (NCCL data "
+                         "--tp/--pp/--dp/--zero: the CUDA backend trains on one GPU today (NCCL "
                          "parallelism is still to come); use --backend cpu");
     }
     train::TrainSummary s;
     bool reporting = true;
-    LOOM_RETURN_IF_ERROR(train::run_data_parallel_training(a.cfg, a.dp, a.zero, out, &s, &reporting));
+    core::Layout resolved;
+    LOOM_RETURN_IF_ERROR(train::run_parallel_training(a.cfg, l, out, &s, &reporting, &resolved));
     if (!reporting) return core::ok_status();
     nlohmann::json j = s.to_json();
     j["config"] = train::train_config_to_json(a.cfg);
-    j["dp"] = a.dp;
-    j["zero"] = a.zero;
+    j["layout"] = resolved.summary();
+    j["tp"] = resolved.tp;
+    j["pp"] = resolved.pp;
+    j["vpp"] = resolved.vpp;
+    j["dp"] = resolved.dp;
+    j["zero"] = resolved.zero;
+    j["partition"] = resolved.partition;
     if (a.json) {
       std::cout << j.dump(2) << "\n";
     } else {
       std::cout << fmt::format(
-          "\nDP {} ZeRO-{}: iterations {}-{}, final loss {:.4f}, {:.4f} s per iteration, {:.0f} "
-          "tokens/s, training state {:.3f} GiB per rank, peak RSS {:.2f} GiB\n",
-          a.dp, a.zero, s.first_step, s.last_step, s.final_loss, s.mean_step_time_s,
+          "\n{}: iterations {}-{}, final loss {:.4f}, {:.4f} s per iteration, {:.0f} tokens/s, "
+          "training state {:.3f} GiB on rank 0, peak RSS {:.2f} GiB\n",
+          resolved.summary(), s.first_step, s.last_step, s.final_loss, s.mean_step_time_s,
           s.tokens_per_s, s.state_bytes / 1073741824.0, s.peak_rss_bytes / 1073741824.0);
     }
     return core::ok_status();
@@ -212,14 +223,32 @@ CommandRunner register_train_command(CLI::App& app) {
   sub->add_option("--plan", args->plan,
                   "run a plan file from `loom plan --out` as written: model, layout (dp, ZeRO, "
                   "mbs, gbs, seq, recompute) from the plan");
-  sub->add_option("--dp", args->dp,
-                  "data-parallel ranks on the CPU: threads of this process, or the processes of "
-                  "an mpirun -np N launch")
+  core::Layout& l = args->layout;
+  l.dp = 1;
+  sub->add_option("--tp,--tensor-model-parallel-size", l.tp,
+                  "tensor-parallel ranks (Megatron's column/row-parallel layers, "
+                  "vocabulary-parallel embedding and loss)")
       ->capture_default_str();
-  sub->add_option("--zero", args->zero,
-                  "ZeRO stage with --dp: 0 (replicated optimizer), 1 (optimizer state sharded), "
-                  "2 (and gradients)")
+  sub->add_option("--pp,--pipeline-model-parallel-size", l.pp, "pipeline-parallel ranks")
       ->capture_default_str();
+  sub->add_option("--vpp,--virtual-pipeline-model-parallel-size", l.vpp,
+                  "model chunks per pipeline rank (interleaved 1F1B when > 1)")
+      ->capture_default_str();
+  sub->add_option("--dp,--data-parallel-size", l.dp,
+                  "data-parallel ranks; all tp x pp x dp ranks run as threads of this process, "
+                  "or as the processes of an mpirun -np N launch")
+      ->capture_default_str();
+  sub->add_option("--zero", l.zero,
+                  "ZeRO stage over --dp: 0 (replicated optimizer), 1 (optimizer state sharded), "
+                  "2 (and gradients; without pipelining)")
+      ->capture_default_str();
+  sub->add_option("--schedule", args->schedule, "pipeline schedule: 1f1b (interleaved when vpp > 1), gpipe")
+      ->capture_default_str();
+  sub->add_option("--partition-method", args->partition_method,
+                  "pipeline split: uniform (blocks only) or embedding-as-layer")
+      ->capture_default_str();
+  sub->add_option("--partition", args->partition,
+                  "transformer blocks per (virtual) stage, e.g. 1,2,2,1");
   sub->add_option("--attention", args->attention,
                   "CUDA attention kernels: auto (fused where the head dim is 16, 32, 64 or 128, "
                   "else gemm), fused (FlashAttention-2 on tensor cores), gemm (cuBLASLt, scores "
@@ -229,7 +258,9 @@ CommandRunner register_train_command(CLI::App& app) {
   return [sub, args]() -> core::Status {
     if (!sub->parsed()) return core::ok_status();
     if (!args->plan.empty()) {
-      for (const char* name : {"--model", "--mbs", "--gbs", "--seq", "--recompute", "--dp", "--zero"}) {
+      for (const char* name : {"--model", "--mbs", "--gbs", "--seq", "--recompute", "--tp", "--pp",
+                               "--vpp", "--dp", "--zero", "--schedule", "--partition-method",
+                               "--partition"}) {
         if (sub->get_option(name)->count() > 0) {
           return core::error(core::ErrorCode::kInvalidArgument,
                              "{} with --plan {}: the plan sets it (drop {}, or train without --plan)",

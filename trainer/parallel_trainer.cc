@@ -42,6 +42,22 @@ core::Status unsupported(const char* field, const std::string& value, const char
 
 }  // namespace
 
+core::Status ParallelTrainer::check_layout(const core::Layout& layout) {
+  if (layout.sp) return unsupported("sp", "true", "sequence parallelism is not implemented yet");
+  if (layout.zero > 2 || layout.zero < 0) {
+    return unsupported("zero", std::to_string(layout.zero), "allowed: 0, 1, 2");
+  }
+  if (layout.zero == 2 && layout.pp > 1) {
+    return unsupported("zero", "2", "ZeRO-2 reduce-scatters each micro-batch's gradients, which "
+                       "pipelining does not finish one at a time; use zero 1 with pp > 1, as "
+                       "DeepSpeed does");
+  }
+  if (layout.vpp > 1 && layout.pp == 1) {
+    return unsupported("vpp", std::to_string(layout.vpp), "interleaving needs pp > 1");
+  }
+  return core::ok_status();
+}
+
 core::Result<std::unique_ptr<ParallelTrainer>> ParallelTrainer::create(
     const core::ModelSpec& spec, const core::Layout& layout, const OptimizerConfig& optim,
     const comm::ProcessGroups* groups, const std::vector<float>& init) {
@@ -55,18 +71,7 @@ core::Result<std::unique_ptr<ParallelTrainer>> ParallelTrainer::create(
                        groups->tp->size(), groups->pp->size(), groups->dp->size(),
                        layout.summary());
   }
-  if (layout.sp) return unsupported("sp", "true", "sequence parallelism is not implemented yet");
-  if (layout.zero > 2 || layout.zero < 0) {
-    return unsupported("zero", std::to_string(layout.zero), "allowed: 0, 1, 2");
-  }
-  if (layout.zero == 2 && layout.pp > 1) {
-    return unsupported("zero", "2", "ZeRO-2 reduce-scatters each micro-batch's gradients, which "
-                       "pipelining does not finish one at a time; use zero 1 with pp > 1, as "
-                       "DeepSpeed does");
-  }
-  if (layout.vpp > 1 && layout.pp == 1) {
-    return unsupported("vpp", std::to_string(layout.vpp), "interleaving needs pp > 1");
-  }
+  LOOM_RETURN_IF_ERROR(check_layout(layout));
   if (static_cast<int64_t>(layout.partition.size()) != layout.pp * layout.vpp) {
     return core::error(core::ErrorCode::kInvalidArgument,
                        "layout field 'partition' has {} entries, pp x vpp = {} needed (resolve "

@@ -10,9 +10,12 @@
 //      stage, micro-batch), so that a rank may receive them in any order;
 //   2. with tied embeddings over several stages, the first and last stage add their gradients of
 //      the shared matrix (Megatron's embedding group);
-//   3. data parallelism with ZeRO 0, 1 or 2 as in data_parallel.h, over the rank's flat buffer;
-//      ZeRO-2 reduce-scatters each micro-batch's gradients when its backward ends, so it runs
-//      without pipelining (as DeepSpeed, which allows only ZeRO-1 with its pipeline engine);
+//   3. data parallelism over the rank's flat buffer, padded with zeros to equal shards:
+//      ZeRO-0 all-reduces the gradients and every rank runs the full AdamW (DDP); ZeRO-1
+//      reduce-scatters them and each rank updates its 1 / dp shard with that shard's moments,
+//      then the weights are all-gathered (Megatron's distributed optimizer); ZeRO-2
+//      reduce-scatters each micro-batch's gradients when its backward ends (DeepSpeed stage 2),
+//      so it runs without pipelining (as DeepSpeed, which allows only ZeRO-1 with pipelines);
 //   4. the global gradient norm counts each tensor once (copies on tp rank > 0 and the tied
 //      copy are skipped) and is summed over the data-, tensor- and pipeline-parallel groups.
 // The full model maps onto the shards by name and slice (ParamInfo::split_dim), so weights and
@@ -46,6 +49,10 @@ class ParallelTrainer {
                                                                const OptimizerConfig& optim,
                                                                const comm::ProcessGroups* groups,
                                                                const std::vector<float>& init);
+
+  // The layout fields this trainer does not run (sequence parallelism, ZeRO-3, ZeRO-2 with
+  // pp > 1, vpp > 1 without pp), each refused by name.
+  static core::Status check_layout(const core::Layout& layout);
 
   struct Step {
     double loss = 0;       // mean token loss over the global batch

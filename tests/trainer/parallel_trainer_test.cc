@@ -1,11 +1,11 @@
 // The parallel trainer (trainer/parallel_trainer.h) against the single-rank run
 // (train_reference.h) on the thread backend: issue 7's layouts -- TP2, PP2, PP4 with the
-// embedding-aware uneven partition, DP2 with ZeRO 1 and 2, TP2xPP2, TP2xDP2 ZeRO-1, PP2
+// embedding-aware uneven partition, DP2 with ZeRO 0, 1 and 2, DP4 with ZeRO 1 and 2, TP2xPP2, TP2xDP2 ZeRO-1, PP2
 // interleaved (vpp 2), plus GPipe and recomputation -- for a tiny Llama (GQA, RoPE, SwiGLU,
 // untied head) and a tiny Bloom (ALiBi, LayerNorm with biases, embedding norm, tied head, so the
 // tied embedding spans the first and last stage), both with 6 blocks, 20 iterations of 8
 // micro-batches. Bound (issue 7): every iteration's loss within 1e-5 relative of the single-rank
-// run; the final weights as in data_parallel_test.cc. The tensor-parallel sums reassociate the
+// run; the final weights: see expect_matches. The tensor-parallel sums reassociate the
 // reductions over the hidden and vocabulary dimensions; the pipeline changes nothing in the
 // arithmetic but the gradient norm's sum.
 #include <gtest/gtest.h>
@@ -166,8 +166,11 @@ TEST(ParallelTrainer, MatchesTheSingleRankRunForEveryLayout) {
       {.tp = 2},
       {.pp = 2},
       {.pp = 4, .partition = PM::kEmbeddingAsLayer},
+      {.dp = 2, .zero = 0},
       {.dp = 2, .zero = 1},
       {.dp = 2, .zero = 2},
+      {.dp = 4, .zero = 1},
+      {.dp = 4, .zero = 2},
       {.tp = 2, .pp = 2},
       {.tp = 2, .dp = 2, .zero = 1},
       {.pp = 2, .vpp = 2},
@@ -223,6 +226,12 @@ TEST(ParallelTrainer, RefusesWhatItDoesNotRunByName) {
   auto short_init = ParallelTrainer::create(spec, l, optimizer(), &groups, std::vector<float>(10));
   ASSERT_FALSE(short_init.ok());
   EXPECT_NE(short_init.status().message().find("10 values"), std::string::npos);
+  auto t = ParallelTrainer::create(spec, l, optimizer(), &groups, init).value();
+  auto batches = step_batches(spec.vocab_size, 1);
+  batches[3].pop_back();
+  auto step = t->train_step(batches, kMbs, kSeq, 1e-3);
+  ASSERT_FALSE(step.ok());
+  EXPECT_NE(step.status().message().find("micro-batch 3"), std::string::npos);
 }
 
 }  // namespace

@@ -1,8 +1,7 @@
 // What the parallel trainers' equivalence tests compare against: a single-process training
 // run written here (the iteration of trainer.cc: one Transformer, gradients accumulated over the
 // global batch's micro-batches, global-norm clipping, AdamW), its initial weights and its
-// batches (a learnable affine-rule token source). Shared by data_parallel_test.cc and
-// parallel_trainer_test.cc.
+// batches (a learnable affine-rule token source). Used by parallel_trainer_test.cc.
 #pragma once
 
 #include <algorithm>

@@ -1,5 +1,5 @@
-// The data-parallel training loop: see dp_run.h.
-#include "trainer/dp_run.h"
+// The parallel training loop: see parallel_run.h.
+#include "trainer/parallel_run.h"
 
 #include <omp.h>
 #include <csignal>
@@ -20,7 +20,8 @@
 #include "comm/thread_comm.h"
 #include "core/model_io.h"
 #include "trainer/batch_source.h"
-#include "trainer/data_parallel.h"
+#include "comm/process_groups.h"
+#include "trainer/parallel_trainer.h"
 #ifdef LOOM_WITH_MPI
 #include "comm/mpi_comm.h"
 #endif
@@ -30,32 +31,36 @@ namespace loom::train {
 namespace {
 
 core::Status refuse(const char* option, const char* why) {
-  return core::error(core::ErrorCode::kInvalidArgument, "{}: not supported with --dp/--zero ({})",
-                     option, why);
+  return core::error(core::ErrorCode::kInvalidArgument,
+                     "{}: not supported with --tp/--pp/--dp/--zero ({})", option, why);
 }
 
 // One rank's loop; rank 0 reports.
-core::Status run_rank(const TrainConfig& cfg, const core::ModelSpec& spec, int zero,
-                      comm::Communicator* dp, std::ostream* out, TrainSummary* summary) {
+core::Status run_rank(const TrainConfig& cfg, const core::ModelSpec& spec,
+                      const core::Layout& layout, comm::Communicator* world, std::ostream* out,
+                      TrainSummary* summary) {
   LOOM_ASSIGN_OR_RETURN(std::unique_ptr<BatchSource> data, open_batch_source(cfg, spec));
-  const ParamLayout layout(spec);
-  std::vector<float> init(static_cast<size_t>(layout.total()));
+  const ParamLayout full(spec);
+  std::vector<float> init(static_cast<size_t>(full.total()));
   std::mt19937_64 rng(cfg.seed);
-  init_weights(layout, spec.num_layers, cfg.init_std, rng, init.data());
+  init_weights(full, spec.num_layers, cfg.init_std, rng, init.data());
+  LOOM_ASSIGN_OR_RETURN(const comm::ProcessGroups groups,
+                        comm::make_process_groups(*world, layout));
   LOOM_ASSIGN_OR_RETURN(auto trainer,
-                        DataParallelTrainer::create(spec, cfg.recompute, cfg.optim, zero, dp, init));
-  const bool report = dp->rank() == 0;
+                        ParallelTrainer::create(spec, layout, cfg.optim, &groups, init));
+  const bool report = world->rank() == 0;
   const int64_t micro = cfg.gbs / cfg.mbs;
   const double tokens = static_cast<double>(cfg.gbs * cfg.seq);
 
-  // Checkpoints: the moments are gathered and rank 0 writes the single-process format
-  // (trainer_checkpoint.cc), which any --dp / --zero, and the single-process trainer, resume.
+  // Checkpoints: the weights and moments are assembled from the shards and rank 0 writes the
+  // single-process format (trainer_checkpoint.cc), which any layout, and the single-process
+  // trainer, resume.
   int64_t done = 0, last_saved = -1;
   auto save = [&](const char* why) -> core::Status {
     TrainerState st;
-    LOOM_RETURN_IF_ERROR(trainer->gather_moments(&st.exp_avg, &st.exp_avg_sq));
+    LOOM_RETURN_IF_ERROR(trainer->full_state(&st.params, &st.exp_avg, &st.exp_avg_sq));
     core::Status written = core::ok_status();
-    if (dp->rank() == 0) {
+    if (world->rank() == 0) {
       st.step = done;
       st.consumed_samples = done * cfg.gbs;
       st.adam_updates = trainer->updates();
@@ -64,11 +69,10 @@ core::Status run_rank(const TrainConfig& cfg, const core::ModelSpec& spec, int z
       std::ostringstream rng_text;
       rng_text << std::mt19937_64(cfg.seed);
       st.rng = rng_text.str();
-      st.params = trainer->params();
       written = save_trainer_state(cfg, spec, st, why);
     }
     double failed = written.ok() ? 0.0 : 1.0;  // every rank stops if rank 0 could not write
-    LOOM_RETURN_IF_ERROR(dp->all_reduce(&failed, 1, comm::ReduceOp::kMax));
+    LOOM_RETURN_IF_ERROR(world->all_reduce(&failed, 1, comm::ReduceOp::kMax));
     if (!written.ok()) return written;
     if (failed > 0) {
       return core::error(core::ErrorCode::kIo, "rank 0 failed to write the checkpoint of iteration {}",
@@ -89,8 +93,8 @@ core::Status run_rank(const TrainConfig& cfg, const core::ModelSpec& spec, int z
       LOOM_RETURN_IF_ERROR(data->restore(loaded->data_state).with_context(origin));
       done = loaded->step;
       if (report && out != nullptr)
-        *out << fmt::format("resumed from {} (iteration {}) on {} data-parallel ranks, ZeRO-{}\n",
-                            origin, done, dp->size(), zero);
+        *out << fmt::format("resumed from {} (iteration {}) on {}\n", origin, done,
+                            layout.summary());
     } else if (loaded.status().code() == core::ErrorCode::kNotFound) {
       if (report && out != nullptr)
         *out << fmt::format("no complete checkpoint in {}: starting from iteration 0\n", cfg.save);
@@ -107,7 +111,7 @@ core::Status run_rank(const TrainConfig& cfg, const core::ModelSpec& spec, int z
     std::vector<std::vector<int32_t>> batches;
     for (int64_t m = 0; m < micro; ++m) batches.push_back(data->next_batch(cfg.mbs));
     const double lr = learning_rate(cfg.optim, step);
-    LOOM_ASSIGN_OR_RETURN(const DataParallelTrainer::Step s,
+    LOOM_ASSIGN_OR_RETURN(const ParallelTrainer::Step s,
                           trainer->train_step(batches, cfg.mbs, cfg.seq, lr));
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (step > summary->first_step) {
@@ -136,8 +140,9 @@ core::Status run_rank(const TrainConfig& cfg, const core::ModelSpec& spec, int z
       LOOM_RETURN_IF_ERROR(save("interval"));
     // Fault injection for the resume and hang tests: the last rank dies as kill -9 would kill
     // it, or stops answering (the others' next collective times out).
-    if (cfg.debug_kill_at == step && dp->rank() == dp->size() - 1) std::raise(SIGKILL);
-    if (cfg.debug_hang_at == step && dp->rank() == dp->size() - 1)
+    const bool last_rank = world->rank() == world->size() - 1;
+    if (cfg.debug_kill_at == step && last_rank) std::raise(SIGKILL);
+    if (cfg.debug_hang_at == step && last_rank)
       std::this_thread::sleep_for(std::chrono::hours(24));
   }
   if (!cfg.save.empty() && last_saved != done) LOOM_RETURN_IF_ERROR(save("end of run"));
@@ -158,36 +163,41 @@ int64_t peak_rss_bytes() {
 
 }  // namespace
 
-core::Status run_data_parallel_training(const TrainConfig& given, int64_t dp, int zero,
-                                        std::ostream* out, TrainSummary* summary, bool* reporting) {
+core::Status run_parallel_training(const TrainConfig& given, const core::Layout& requested,
+                                   std::ostream* out, TrainSummary* summary, bool* reporting,
+                                   core::Layout* resolved) {
   TrainConfig cfg = given;
   *reporting = true;
   LOOM_RETURN_IF_ERROR(validate_train_config(cfg));
-  if (dp < 1) {
-    return core::error(core::ErrorCode::kInvalidArgument, "--dp {}: must be at least 1", dp);
-  }
-  if ((cfg.gbs / cfg.mbs) % dp != 0) {
-    return core::error(core::ErrorCode::kInvalidArgument,
-                       "--dp {}: the global batch's {} micro-batches (--gbs {} / --mbs {}) do not "
-                       "split evenly over {} data-parallel ranks",
-                       dp, cfg.gbs / cfg.mbs, cfg.gbs, cfg.mbs, dp);
-  }
   if (cfg.eval_interval > 0) return refuse("--eval-interval", "no evaluation on this path yet");
   if (cfg.debug_nan_grad_at > 0 || !cfg.debug_loss_spike_at.empty())
     return refuse("--debug-nan-grad-at/--debug-loss-spike-at", "the spike guard does not run here");
   if (cfg.optim.decay_steps <= 0) cfg.optim.decay_steps = cfg.steps;
   LOOM_ASSIGN_OR_RETURN(core::ModelSpec spec, resolve_model(cfg));
+  core::Layout want = requested;
+  want.mbs = cfg.mbs;
+  want.gbs = cfg.gbs;
+  want.seq = cfg.seq;
+  want.recompute = cfg.recompute;
+  want.precision = core::Precision::kFp32;  // the CPU trainer's arithmetic
+  want.gpus = want.tp * want.pp * std::max<int64_t>(want.dp, 1);
+  LOOM_ASSIGN_OR_RETURN(const core::Layout layout, core::resolve_layout(want, spec));
+  LOOM_RETURN_IF_ERROR(ParallelTrainer::check_layout(layout));
+  if (resolved != nullptr) *resolved = layout;
+  const int64_t ranks = layout.tp * layout.pp * layout.dp;
   LOOM_ASSIGN_OR_RETURN(const comm::LaunchInfo launch, comm::launch_info_from_env());
   const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(cfg.comm_timeout_s * 1000));
   if (launch.rank == 0 && cfg.guard.enabled && !cfg.quiet && out != nullptr)
-    *out << "note: the spike guard does not run with --dp/--zero yet (--no-spike-guard silences this)\n";
+    *out << "note: the spike guard does not run on the parallel path yet (--no-spike-guard "
+            "silences this)\n";
 
   if (launch.world_size > 1) {  // one rank of a multi-process launch
 #ifdef LOOM_WITH_MPI
-    if (launch.world_size != dp) {
+    if (launch.world_size != ranks) {
       return core::error(core::ErrorCode::kInvalidArgument,
-                         "--dp {}: the launch ({}) started {} processes; they must match", dp,
-                         launch.source, launch.world_size);
+                         "layout {} needs tp x pp x dp = {} ranks but the launch ({}) started {} "
+                         "processes; they must match",
+                         layout.summary(), ranks, launch.source, launch.world_size);
     }
     if (cfg.threads > 0) omp_set_num_threads(static_cast<int>(cfg.threads));
     *reporting = launch.rank == 0;
@@ -195,7 +205,7 @@ core::Status run_data_parallel_training(const TrainConfig& given, int64_t dp, in
     {
       LOOM_ASSIGN_OR_RETURN(auto world, comm::make_mpi_world(nullptr, nullptr));
       world->set_timeout(timeout);
-      st = run_rank(cfg, spec, zero, world.get(), *reporting ? out : nullptr, summary);
+      st = run_rank(cfg, spec, layout, world.get(), *reporting ? out : nullptr, summary);
       if (!st.ok()) comm::mpi_abort(st);  // prints "rank N: ..." and stops every process
     }
     comm::mpi_finalize();
@@ -209,25 +219,25 @@ core::Status run_data_parallel_training(const TrainConfig& given, int64_t dp, in
 #endif
   }
 
-  // The thread backend: dp ranks in this process, sharing its cores.
+  // The thread backend: every rank in this process, sharing its cores.
   if (cfg.debug_hang_at > 0)
     return refuse("--debug-hang-at", "a hung thread cannot be stopped; run it under mpirun");
   const int cores = cfg.threads > 0 ? static_cast<int>(cfg.threads) : omp_get_max_threads();
-  const int per_rank = std::max(1, cores / static_cast<int>(dp));
-  auto world = comm::make_thread_world(static_cast<int>(dp));
+  const int per_rank = std::max(1, cores / static_cast<int>(ranks));
+  auto world = comm::make_thread_world(static_cast<int>(ranks));
   for (auto& w : world) w->set_timeout(timeout);
-  std::vector<TrainSummary> summaries(static_cast<size_t>(dp));
-  std::vector<core::Status> status(static_cast<size_t>(dp), core::ok_status());
+  std::vector<TrainSummary> summaries(static_cast<size_t>(ranks));
+  std::vector<core::Status> status(static_cast<size_t>(ranks), core::ok_status());
   std::vector<std::thread> threads;
-  for (int r = 0; r < dp; ++r) {
+  for (int r = 0; r < ranks; ++r) {
     threads.emplace_back([&, r] {
       omp_set_num_threads(per_rank);
-      status[r] = run_rank(cfg, spec, zero, world[r].get(), r == 0 ? out : nullptr, &summaries[r]);
+      status[r] = run_rank(cfg, spec, layout, world[r].get(), r == 0 ? out : nullptr, &summaries[r]);
     });
   }
   for (auto& t : threads) t.join();
-  for (int r = 0; r < dp; ++r)
-    if (!status[r].ok()) return status[r].with_context(fmt::format("data-parallel rank {}", r));
+  for (int r = 0; r < ranks; ++r)
+    if (!status[r].ok()) return status[r].with_context(fmt::format("rank {}", r));
   *summary = summaries[0];
   summary->peak_rss_bytes = peak_rss_bytes();
   return core::ok_status();
