@@ -145,9 +145,19 @@ core::Status run_train(TrainArgs& a) {
     } else {
       std::cout << fmt::format(
           "\n{}: iterations {}-{}, final loss {:.4f}, {:.4f} s per iteration, {:.0f} tokens/s, "
-          "training state {:.3f} GiB on rank 0, peak RSS {:.2f} GiB\n",
+          "peak RSS {:.2f} GiB\n",
           resolved.summary(), s.first_step, s.last_step, s.final_loss, s.mean_step_time_s,
-          s.tokens_per_s, s.state_bytes / 1073741824.0, s.peak_rss_bytes / 1073741824.0);
+          s.tokens_per_s, s.peak_rss_bytes / 1073741824.0);
+      Table t;
+      for (const char* c : {"rank", "tp", "pp", "dp", "state MiB", "activations MiB"}) t.add_column(c);
+      auto mib = [](int64_t b) { return fmt::format("{:.2f}", b / 1048576.0); };
+      for (size_t r = 0; r < s.ranks.size(); ++r) {
+        const core::RankCoords c = core::rank_coords(resolved, static_cast<int64_t>(r));
+        t.add_row({std::to_string(r), std::to_string(c.tp), std::to_string(c.pp),
+                   std::to_string(c.dp), mib(s.ranks[r].state_bytes),
+                   mib(s.ranks[r].workspace_bytes)});
+      }
+      std::cout << t.render();
     }
     return core::ok_status();
   }

@@ -152,6 +152,16 @@ core::Status run_rank(const TrainConfig& cfg, const core::ModelSpec& spec,
   summary->tokens_per_s = summary->mean_step_time_s > 0 ? tokens / summary->mean_step_time_s : 0;
   summary->state_bytes = trainer->state_bytes();
   summary->workspace_bytes = trainer->workspace_bytes();
+  // Every rank's training buffers (pipeline stages differ: the embedding, the head, the
+  // activations 1F1B keeps in flight), gathered for rank 0's report.
+  const double mine[2] = {static_cast<double>(summary->state_bytes),
+                          static_cast<double>(summary->workspace_bytes)};
+  std::vector<double> all(2 * static_cast<size_t>(world->size()));
+  LOOM_RETURN_IF_ERROR(world->all_gather(mine, all.data(), 2));
+  summary->ranks.clear();
+  for (int r = 0; r < world->size(); ++r) {
+    summary->ranks.push_back({static_cast<int64_t>(all[2 * r]), static_cast<int64_t>(all[2 * r + 1])});
+  }
   return core::ok_status();
 }
 

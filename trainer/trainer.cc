@@ -47,6 +47,15 @@ nlohmann::json TrainSummary::to_json() const {
   nlohmann::json losses = nlohmann::json::array();  // per iteration, first_step on
   for (const StepRecord& r : records) losses.push_back(r.loss);
   j["losses"] = losses;
+  if (!ranks.empty()) {
+    nlohmann::json per_rank = nlohmann::json::array();
+    for (size_t r = 0; r < ranks.size(); ++r) {
+      per_rank.push_back({{"rank", r},
+                          {"state_bytes", ranks[r].state_bytes},
+                          {"workspace_bytes", ranks[r].workspace_bytes}});
+    }
+    j["ranks"] = per_rank;
+  }
   return j;
 }
 

@@ -55,6 +55,10 @@ struct TrainSummary {
   std::map<std::string, double> phase_seconds;  // CUDA backend: device time per iteration by phase
   std::string attention_kernels;  // CUDA backend: fused, gemm or flash (kernels/cuda/attention.h)
   std::vector<StepRecord> records;
+  struct RankBytes {
+    int64_t state_bytes = 0, workspace_bytes = 0;
+  };
+  std::vector<RankBytes> ranks;   // parallel runs: every rank's training buffers, by world rank
   // Appends an iteration's record (final_loss and last_step follow it).
   void add(const StepRecord& r) {
     records.push_back(r);

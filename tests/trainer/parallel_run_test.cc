@@ -48,7 +48,7 @@ const std::string kTrain = std::string(LOOM_BINARY) +
 
 std::string fresh_dir(const std::string& name) {
   const auto d = std::filesystem::temp_directory_path() /
-                 ("loom_dp_run_" + std::to_string(getpid()) + "_" + name);
+                 ("loom_parallel_run_" + std::to_string(getpid()) + "_" + name);
   std::filesystem::remove_all(d);
   return d.string();
 }
@@ -68,7 +68,7 @@ void expect_close(const std::vector<double>& got, const std::vector<double>& wan
         << "iteration " << first + i;
 }
 
-TEST(DpRun, ThreadRanksMatchTheSingleProcessTrainer) {
+TEST(ParallelRun, ThreadRanksMatchTheSingleProcessTrainer) {
   const std::vector<double> single = losses(run(kTrain + " --steps 20 --no-spike-guard"));
   expect_close(losses(run(kTrain + " --steps 20 --dp 2 --zero 2")), single);
   expect_close(losses(run(kTrain + " --steps 20 --dp 4 --zero 1")), single);
@@ -76,7 +76,7 @@ TEST(DpRun, ThreadRanksMatchTheSingleProcessTrainer) {
   expect_close(losses(run(kTrain + " --steps 20 --tp 2 --dp 2 --zero 1")), single);
 }
 
-TEST(DpRun, CheckpointsReshardAcrossLayouts) {
+TEST(ParallelRun, CheckpointsReshardAcrossLayouts) {
   const std::vector<double> single = losses(run(kTrain + " --steps 20 --no-spike-guard"));
   const std::string dir = fresh_dir("reshard"), copy = fresh_dir("reshard_copy");
   ASSERT_EQ(run(kTrain + " --steps 10 --tp 2 --pp 2 --save " + dir).exit_code, 0);
@@ -91,7 +91,7 @@ TEST(DpRun, CheckpointsReshardAcrossLayouts) {
   std::filesystem::remove_all(dir);
 }
 
-TEST(DpRun, MpiRanksMatchTheSingleProcessTrainer) {
+TEST(ParallelRun, MpiRanksMatchTheSingleProcessTrainer) {
 #ifndef LOOM_MPIEXEC
   GTEST_SKIP() << "built without MPI";
 #else
@@ -131,7 +131,7 @@ TEST(DpRun, MpiRanksMatchTheSingleProcessTrainer) {
 // `loom plan --out` then `loom train --plan`: the plan's model and layout, as written (the same
 // losses as the equivalent explicit flags; a tensor-parallel plan too); a plan the trainer
 // cannot run yet (ZeRO-3) is refused by field.
-TEST(DpRun, TrainsAPlanFileAsWritten) {
+TEST(ParallelRun, TrainsAPlanFileAsWritten) {
   const std::string dir = fresh_dir("plan");
   std::filesystem::create_directories(dir);
   const std::string plan = dir + "/plan.yaml", tp_plan = dir + "/tp.yaml";
@@ -182,7 +182,7 @@ TEST(DpRun, TrainsAPlanFileAsWritten) {
   std::filesystem::remove_all(dir);
 }
 
-TEST(DpRun, RefusesWhatItDoesNotDoYet) {
+TEST(ParallelRun, RefusesWhatItDoesNotDoYet) {
   const Output o = run(kTrain + " --steps 2 --dp 2 --zero 1 --eval-interval 1 2>&1");
   EXPECT_NE(o.exit_code, 0);
   EXPECT_NE(o.text.find("--eval-interval: not supported with --tp/--pp/--dp/--zero"),
