@@ -119,14 +119,7 @@ core::Status run_cuda_training(const TrainConfig& given, const std::string& atte
       loss_s += s.phases.lm_head_loss_s;
       ++timed;
     }
-    StepRecord rec;
-    rec.step = step;
-    rec.loss = s.loss;
-    rec.lr = lr;
-    rec.grad_norm = s.grad_norm;
-    rec.step_time_s = dt;
-    rec.tokens_per_s = tokens / dt;
-    summary->add(rec);
+    summary->add(StepRecord::of(step, s.loss, lr, s.grad_norm, dt, tokens));
     done = step;
     if (!cfg.save.empty() && cfg.save_interval > 0 && step % cfg.save_interval == 0) {
       LOOM_RETURN_IF_ERROR(save("interval"));

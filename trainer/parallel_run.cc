@@ -118,14 +118,7 @@ core::Status run_rank(const TrainConfig& cfg, const core::ModelSpec& spec,
       timed_s += dt;
       ++timed;
     }
-    StepRecord rec;
-    rec.step = step;
-    rec.loss = s.loss;
-    rec.lr = lr;
-    rec.grad_norm = s.grad_norm;
-    rec.step_time_s = dt;
-    rec.tokens_per_s = tokens / dt;
-    summary->add(rec);
+    summary->add(StepRecord::of(step, s.loss, lr, s.grad_norm, dt, tokens));
     if (report && !cfg.quiet && out != nullptr) {
       *out << fmt::format(
           " iteration {:>8}/{:>8} | consumed samples: {:>10} | elapsed time per iteration (ms): "

@@ -56,6 +56,33 @@ Transformer<T>::Transformer(const core::ModelSpec& spec, core::Recompute recompu
     const int64_t first = shard.tp_rank * d_.heads;
     alibi_.assign(all.begin() + first, all.begin() + first + d_.heads);
   }
+  // Units: the embedding's tensors come first, then each block's, then the head's
+  // (param_layout.cc), so each unit is one contiguous range.
+  const int64_t head_begin = shard.head ? layout_.final_norm_w : layout_.total();
+  unit_bounds_.push_back(0);
+  for (const BlockOffsets& b : layout_.blocks) unit_bounds_.push_back(b.attn_norm_w);
+  unit_bounds_.push_back(head_begin);
+  unit_bounds_.push_back(layout_.total());
+  auto rel = [&](int64_t offset, int unit) { return offset < 0 ? -1 : offset - unit_bounds_[unit]; };
+  for (int64_t l = 0; l < layers_; ++l) {
+    const int u = static_cast<int>(l) + 1;
+    BlockOffsets o = layout_.blocks[l];
+    for (int64_t* f : {&o.attn_norm_w, &o.attn_norm_b, &o.wq, &o.wk, &o.wv, &o.bq, &o.bk, &o.bv,
+                       &o.wo, &o.bo, &o.mlp_norm_w, &o.mlp_norm_b, &o.w_gate, &o.w_up, &o.b_up,
+                       &o.w_down, &o.b_down}) {
+      *f = rel(*f, u);
+    }
+    blocks_.push_back(o);
+  }
+  embed_ = rel(layout_.embed, 0);
+  embed_norm_w_ = rel(layout_.embed_norm_w, 0);
+  embed_norm_b_ = rel(layout_.embed_norm_b, 0);
+  pos_embed_ = rel(layout_.pos_embed, 0);
+  const int head = static_cast<int>(layers_) + 1;
+  final_norm_w_ = rel(layout_.final_norm_w, head);
+  final_norm_b_ = rel(layout_.final_norm_b, head);
+  lm_head_unit_ = shard.head && layout_.lm_head == layout_.embed ? 0 : head;
+  lm_head_ = rel(layout_.lm_head, lm_head_unit_);
   if (shard.tp > 1 && tp_ == nullptr) {
     comm_status_ = core::error(core::ErrorCode::kInternal,
                                "a tensor-parallel shard ({} ranks) without its communicator",
@@ -224,19 +251,19 @@ template <typename T>
 void Transformer<T>::embed_forward(const T* p, Slot& slot, T* x0) {
   T* out = spec_.embedding_norm ? slot.embed_pre_norm.data() : x0;
   if (tp_ == nullptr) {
-    ops::embedding_fwd<T>(n_, d_.h, slot.inputs.data(), p + layout_.embed, out);
+    ops::embedding_fwd<T>(n_, d_.h, slot.inputs.data(), p + embed_, out);
   } else {  // vocabulary-parallel: each rank looks up the rows it holds, summed over the group
     embedding_fwd_rows<T>(n_, d_.h, slot.inputs.data(), shard_.tp_rank * d_.vp, d_.vp,
-                          p + layout_.embed, out);
+                          p + embed_, out);
     reduce_tp(out, n_ * d_.h);
   }
-  if (layout_.pos_embed >= 0) {
+  if (pos_embed_ >= 0) {
     for (int64_t i = 0; i < n_; ++i) {
-      ops::add_inplace<T>(d_.h, p + layout_.pos_embed + (i % s_) * d_.h, out + i * d_.h);
+      ops::add_inplace<T>(d_.h, p + pos_embed_ + (i % s_) * d_.h, out + i * d_.h);
     }
   }
   if (spec_.embedding_norm) {
-    norm_forward(out, layout_.embed_norm_w, layout_.embed_norm_b, p, x0, slot.embed_mean.data(),
+    norm_forward(out, embed_norm_w_, embed_norm_b_, p, x0, slot.embed_mean.data(),
                  slot.embed_rstd.data());
   }
 }
@@ -246,18 +273,18 @@ void Transformer<T>::embed_backward(const T* p, T* gr, Slot& slot, T* dx0) {
   T* de = dx0;
   if (spec_.embedding_norm) {
     de = sc_.dres.data();
-    norm_backward(dx0, slot.embed_pre_norm.data(), layout_.embed_norm_w, layout_.embed_norm_b, p,
+    norm_backward(dx0, slot.embed_pre_norm.data(), embed_norm_w_, embed_norm_b_, p,
                   gr, slot.embed_mean.data(), slot.embed_rstd.data(), de);
   }
   if (tp_ == nullptr) {
-    ops::embedding_bwd<T>(n_, d_.h, slot.inputs.data(), de, gr + layout_.embed);
+    ops::embedding_bwd<T>(n_, d_.h, slot.inputs.data(), de, gr + embed_);
   } else {
     embedding_bwd_rows<T>(n_, d_.h, slot.inputs.data(), shard_.tp_rank * d_.vp, d_.vp, de,
-                          gr + layout_.embed);
+                          gr + embed_);
   }
-  if (layout_.pos_embed >= 0) {
+  if (pos_embed_ >= 0) {
     for (int64_t i = 0; i < n_; ++i) {  // rows in order: deterministic
-      ops::add_inplace<T>(d_.h, de + i * d_.h, gr + layout_.pos_embed + (i % s_) * d_.h);
+      ops::add_inplace<T>(d_.h, de + i * d_.h, gr + pos_embed_ + (i % s_) * d_.h);
     }
   }
 }
@@ -274,7 +301,7 @@ void Transformer<T>::attention_core_forward(LayerActs& a) {
 template <typename T>
 void Transformer<T>::block_forward(int64_t l, const T* p, const T* x_in, LayerActs& a, T* x_out,
                                    bool attention_core) {
-  const BlockOffsets& o = layout_.blocks[l];
+  const BlockOffsets& o = blocks_[l];
   norm_forward(x_in, o.attn_norm_w, o.attn_norm_b, p, a.xn1.data(), a.mean1.data(),
                a.rstd1.data());
   // Column-parallel: this rank's heads.
@@ -308,7 +335,7 @@ void Transformer<T>::block_forward(int64_t l, const T* p, const T* x_in, LayerAc
 template <typename T>
 void Transformer<T>::block_backward(int64_t l, const T* p, T* gr, LayerActs& a, const T* x_in,
                                     const T* dx_out, T* dx_in) {
-  const BlockOffsets& o = layout_.blocks[l];
+  const BlockOffsets& o = blocks_[l];
   // MLP: x_out = x_mid + act W_down^T (row-parallel: dy is whole, dact is this rank's columns)
   linear_backward(dx_out, a.act.data(), p, gr, o.w_down, o.b_down, d_.h, d_.ffn, sc_.dact.data(),
                   false);
@@ -357,24 +384,64 @@ void Transformer<T>::block_backward(int64_t l, const T* p, T* gr, LayerActs& a, 
 }
 
 template <typename T>
-void Transformer<T>::forward_stack(const T* p, Slot& slot) {
-  if (shard_.embedding) embed_forward(p, slot, block_input(slot, 0));
-  for (int64_t l = 0; l < layers_; ++l) {
-    block_forward(l, p, block_input(slot, l), acts_for(slot, l), block_input(slot, l + 1), true);
-  }
-  if (shard_.head) {
-    norm_forward(slot.x_final.data(), layout_.final_norm_w, layout_.final_norm_b, p,
-                 slot.xf.data(), slot.final_mean.data(), slot.final_rstd.data());
-  }
+const T* Transformer<T>::unit_params(int u) {
+  if (!comm_status_.ok()) return nullptr;
+  if (source_ == nullptr) return base_p_ + unit_bounds_[u];
+  auto p = source_->acquire(u);
+  if (!p.ok()) comm_status_ = p.status();
+  return p.ok() ? *p : nullptr;
 }
 
-// The LM head and the loss in row chunks; with `backward` the LM head's gradient goes into gr
-// and d loss / d xf into slot.dxf (summed over the tensor-parallel group: each rank's logits
-// columns contribute a part).
 template <typename T>
-double Transformer<T>::loss_chunks(const T* p, T* gr, Slot& slot, T grad_scale, bool backward) {
+T* Transformer<T>::unit_grads(int u) {
+  if (!comm_status_.ok()) return nullptr;
+  if (source_ == nullptr) return base_g_ + unit_bounds_[u];
+  auto g = source_->grads(u);
+  if (!g.ok()) comm_status_ = g.status();
+  return g.ok() ? *g : nullptr;
+}
+
+template <typename T>
+void Transformer<T>::release_unit(int u) {
+  if (source_ != nullptr && comm_status_.ok()) comm_status_ = source_->release(u);
+}
+
+template <typename T>
+core::Status Transformer<T>::forward_stack(Slot& slot) {
+  if (shard_.embedding) {
+    const T* p = unit_params(0);
+    if (p == nullptr) return comm_status_;
+    embed_forward(p, slot, block_input(slot, 0));
+    release_unit(0);
+  }
+  for (int64_t l = 0; l < layers_; ++l) {
+    const int u = static_cast<int>(l) + 1;
+    const T* p = unit_params(u);
+    if (p == nullptr) return comm_status_;
+    block_forward(l, p, block_input(slot, l), acts_for(slot, l), block_input(slot, l + 1), true);
+    release_unit(u);
+  }
+  if (shard_.head) {
+    const int u = static_cast<int>(layers_) + 1;
+    const T* p = unit_params(u);
+    if (p == nullptr) return comm_status_;
+    norm_forward(slot.x_final.data(), final_norm_w_, final_norm_b_, p, slot.xf.data(),
+                 slot.final_mean.data(), slot.final_rstd.data());
+    release_unit(u);
+  }
+  return comm_status_;
+}
+
+// The LM head and the loss in row chunks; with `backward` the LM head's gradient is added to
+// its unit's gradients and d loss / d xf goes into slot.dxf (summed over the tensor-parallel
+// group: each rank's logits columns contribute a part).
+template <typename T>
+core::Status Transformer<T>::loss_chunks(Slot& slot, T grad_scale, bool backward, double* loss) {
+  const T* p = unit_params(lm_head_unit_);
+  T* gr = backward && p != nullptr ? unit_grads(lm_head_unit_) : nullptr;
+  if (p == nullptr || (backward && gr == nullptr)) return comm_status_;
   const int64_t rows = static_cast<int64_t>(logits_.size()) / d_.vp;
-  const T* w = p + layout_.lm_head;
+  const T* w = p + lm_head_;
   std::vector<T> loss_n(rows);
   double total = 0.0;
   for (int64_t r0 = 0; r0 < n_; r0 += rows) {
@@ -398,11 +465,13 @@ double Transformer<T>::loss_chunks(const T* p, T* gr, Slot& slot, T grad_scale, 
                                          loss_n.data());
     }
     if (!backward) continue;
-    ops::matmul_tn<T>(d_.vp, d_.h, r, logits_.data(), x, gr + layout_.lm_head, T(1));
+    ops::matmul_tn<T>(d_.vp, d_.h, r, logits_.data(), x, gr + lm_head_, T(1));
     ops::matmul_nn<T>(r, d_.h, d_.vp, logits_.data(), w, slot.dxf.data() + r0 * d_.h, T(0));
   }
   if (backward) reduce_tp(slot.dxf.data(), n_ * d_.h);
-  return total;
+  release_unit(lm_head_unit_);
+  *loss = total;
+  return comm_status_;
 }
 
 namespace {
@@ -424,14 +493,15 @@ core::Result<int> Transformer<T>::stage_forward(const T* p, T* gr, const int32_t
     return core::error(core::ErrorCode::kInternal,
                        "stage_forward: the first stage takes tokens only, the others x_in");
   }
+  base_p_ = p;
+  base_g_ = gr;
   prepare(b, s);
   const int id = acquire_slot();
   Slot& slot = slots_[id];
   split_tokens(tokens, b, s, slot.inputs.data(), slot.targets.data());
   if (x_in != nullptr) std::copy(x_in, x_in + n_ * d_.h, block_input(slot, 0));
-  forward_stack(p, slot);
-  if (shard_.head) *loss = loss_chunks(p, gr, slot, grad_scale, true);
-  LOOM_RETURN_IF_ERROR(comm_status_);
+  LOOM_RETURN_IF_ERROR(forward_stack(slot));
+  if (shard_.head) LOOM_RETURN_IF_ERROR(loss_chunks(slot, grad_scale, true, loss));
   return id;
 }
 
@@ -447,15 +517,33 @@ core::Status Transformer<T>::stage_backward(int id, const T* p, T* gr, const T* 
     return core::error(core::ErrorCode::kInternal, "stage_backward: slot {} holds no micro-batch",
                        id);
   }
+  base_p_ = p;
+  base_g_ = gr;
   Slot& slot = slots_[id];
+  LOOM_RETURN_IF_ERROR(backward_stack(slot, dy, dx_in));
+  slot.busy = false;
+  track_bytes();
+  return comm_status_;
+}
+
+template <typename T>
+core::Status Transformer<T>::backward_stack(Slot& slot, const T* dy, T* dx_in) {
   if (shard_.head) {  // loss_chunks left d xf in slot.dxf
-    norm_backward(slot.dxf.data(), slot.x_final.data(), layout_.final_norm_w,
-                  layout_.final_norm_b, p, gr, slot.final_mean.data(), slot.final_rstd.data(),
-                  dx_.data());
+    const int u = static_cast<int>(layers_) + 1;
+    const T* p = unit_params(u);
+    T* gr = p != nullptr ? unit_grads(u) : nullptr;
+    if (gr == nullptr) return comm_status_;
+    norm_backward(slot.dxf.data(), slot.x_final.data(), final_norm_w_, final_norm_b_, p, gr,
+                  slot.final_mean.data(), slot.final_rstd.data(), dx_.data());
+    release_unit(u);
   } else {
     std::copy(dy, dy + n_ * d_.h, dx_.begin());
   }
   for (int64_t l = layers_ - 1; l >= 0; --l) {
+    const int u = static_cast<int>(l) + 1;
+    const T* p = unit_params(u);
+    T* gr = p != nullptr ? unit_grads(u) : nullptr;
+    if (gr == nullptr) return comm_status_;
     LayerActs& a = acts_for(slot, l);
     if (recompute_ == core::Recompute::kFull) {
       block_forward(l, p, block_input(slot, l), a, scratch_acts_.x_in.data(), true);
@@ -464,14 +552,17 @@ core::Status Transformer<T>::stage_backward(int id, const T* p, T* gr, const T* 
     }
     block_backward(l, p, gr, a, block_input(slot, l), dx_.data(), dx2_.data());
     std::swap(dx_, dx2_);
+    release_unit(u);
   }
   if (shard_.embedding) {
+    const T* p = unit_params(0);
+    T* gr = p != nullptr ? unit_grads(0) : nullptr;
+    if (gr == nullptr) return comm_status_;
     embed_backward(p, gr, slot, dx_.data());
+    release_unit(0);
   } else if (dx_in != nullptr) {
     std::copy(dx_.begin(), dx_.end(), dx_in);
   }
-  slot.busy = false;
-  track_bytes();
   return comm_status_;
 }
 
@@ -487,12 +578,15 @@ double Transformer<T>::forward_backward(const T* p, T* gr, const int32_t* tokens
 
 template <typename T>
 double Transformer<T>::forward_loss(const T* p, const int32_t* tokens, int64_t b, int64_t s) {
+  base_p_ = p;
+  base_g_ = nullptr;
   prepare(b, s);
   const int id = acquire_slot();
   Slot& slot = slots_[id];
   split_tokens(tokens, b, s, slot.inputs.data(), slot.targets.data());
-  forward_stack(p, slot);
-  const double loss = loss_chunks(p, nullptr, slot, T(0), false);
+  double loss = 0;
+  // Whole-model evaluation without a source: no collective, nothing can fail.
+  if (forward_stack(slot).ok()) (void)loss_chunks(slot, T(0), false, &loss);
   slot.busy = false;
   return loss;
 }
@@ -500,11 +594,13 @@ double Transformer<T>::forward_loss(const T* p, const int32_t* tokens, int64_t b
 template <typename T>
 std::vector<T> Transformer<T>::forward_logits(const T* p, const int32_t* inputs, int64_t b,
                                               int64_t s) {
+  base_p_ = p;
+  base_g_ = nullptr;
   prepare(b, s);
   const int id = acquire_slot();
   Slot& slot = slots_[id];
   std::copy(inputs, inputs + b * s, slot.inputs.begin());
-  forward_stack(p, slot);
+  (void)forward_stack(slot);
   std::vector<T> logits(n_ * d_.vp);
   ops::matmul_nt<T>(n_, d_.vp, d_.h, slot.xf.data(), p + layout_.lm_head, logits.data(), T(0));
   slot.busy = false;

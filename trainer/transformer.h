@@ -29,6 +29,23 @@
 
 namespace loom::train {
 
+// Where a unit of a shard keeps its parameters and gradients while it runs, for ZeRO-3
+// (trainer/zero3.h): units are 0 the embedding, 1 + l the shard's block l, and blocks + 1 the
+// final norm with the LM head. Without a source the units are views into the caller's flat
+// buffers.
+template <typename T>
+class ParamSource {
+ public:
+  virtual ~ParamSource() = default;
+  // The unit's parameters, laid out as the shard's flat buffer from unit_begin(unit) on, valid
+  // until the matching release(); acquires of one unit nest.
+  virtual core::Result<const T*> acquire(int unit) = 0;
+  // The unit's gradients (the same layout, zero at the first call after the unit was acquired),
+  // to accumulate into while it is acquired.
+  virtual core::Result<T*> grads(int unit) = 0;
+  virtual core::Status release(int unit) = 0;
+};
+
 template <typename T>
 class Transformer {
  public:
@@ -64,6 +81,14 @@ class Transformer {
   // dy: d loss / d stage output [b s, h] (nullptr on the last stage); writes d loss / d x_in
   // into dx_in (nullptr on the first stage) and frees the slot.
   core::Status stage_backward(int slot, const T* params, T* grads, const T* dy, T* dx_in);
+
+  // Units (see ParamSource): [unit_begin(u), unit_end(u)) of the shard's flat buffer.
+  int num_units() const { return static_cast<int>(layers_) + 2; }
+  int64_t unit_begin(int u) const { return unit_bounds_[u]; }
+  int64_t unit_end(int u) const { return unit_bounds_[u + 1]; }
+  // Parameters and gradients come from `source` (kept, not owned; nullptr: the flat buffers
+  // passed to each call) from now on.
+  void set_param_source(ParamSource<T>* source) { source_ = source; }
 
   // Bytes the activation and scratch buffers hold now / held at most since construction.
   int64_t workspace_bytes() const;
@@ -117,8 +142,14 @@ class Transformer {
   // Sums a column-parallel layer's input gradient over the tensor-parallel group.
   void reduce_tp(T* data, int64_t count);
   // Runs the shard's blocks (and the final norm on the last stage) for the slot.
-  void forward_stack(const T* p, Slot& slot);
-  double loss_chunks(const T* p, T* gr, Slot& slot, T grad_scale, bool backward);
+  core::Status forward_stack(Slot& slot);
+  core::Status loss_chunks(Slot& slot, T grad_scale, bool backward, double* loss);
+  core::Status backward_stack(Slot& slot, const T* dy, T* dx_in);
+  // Unit u's parameters / gradients from the source or the flat buffers (base_p_, base_g_);
+  // nullptr with comm_status_ set when the source fails.
+  const T* unit_params(int u);
+  T* unit_grads(int u);
+  void release_unit(int u);
   LayerActs& acts_for(Slot& slot, int64_t l);
   T* block_input(Slot& slot, int64_t l);
   void track_bytes();
@@ -130,6 +161,15 @@ class Transformer {
   core::Recompute recompute_;
   ModelDims d_;  // this rank's widths
   int64_t layers_ = 0;  // blocks of the shard
+  // Unit bounds in the flat buffer and every offset relative to its unit's first element.
+  std::vector<int64_t> unit_bounds_;
+  std::vector<BlockOffsets> blocks_;
+  int64_t embed_ = -1, embed_norm_w_ = -1, embed_norm_b_ = -1, pos_embed_ = -1;
+  int64_t final_norm_w_ = -1, final_norm_b_ = -1, lm_head_ = -1;
+  int lm_head_unit_ = 0;  // the head's unit, or the embedding's when a tied head shares it
+  ParamSource<T>* source_ = nullptr;
+  const T* base_p_ = nullptr;  // the flat buffers of the running call (no source)
+  T* base_g_ = nullptr;
   int64_t b_ = 0, s_ = 0, n_ = 0;
   std::vector<Slot> slots_;
   LayerActs scratch_acts_;  // the block being recomputed (full), the attention core (selective)
