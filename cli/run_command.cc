@@ -1,6 +1,8 @@
 // `loom run`: one command that plans and trains, then sets the prediction against the
-// measurement (issue 7). The search is `loom plan`'s, restricted to the layouts the trainer runs
-// today (tp 1, pp 1, ZeRO 0-2; on a CPU profile in fp32, the CPU trainer's precision); the best
+// measurement (issue 7). The search is `loom plan`'s, restricted to the layouts whose CPU
+// prediction has been checked against measurement (tp 1, pp 1, ZeRO 0-2, docs/validation/
+// cpu-runs.md; the trainer itself also runs TP, PP and ZeRO-3 through `loom train`; on a CPU
+// profile in fp32, the CPU trainer's precision); the best
 // plan is trained for --steps iterations on synthetic tokens (the single-process trainer, or
 // data-parallel ranks as threads / MPI processes, trainer/parallel_run.h); then predicted and measured
 // step time, tokens/s and per-rank training memory (weights, gradients, optimizer state,
@@ -77,7 +79,7 @@ core::Status run_run(const RunArgs& a) {
   LOOM_ASSIGN_OR_RETURN(plan::PlanResult result, plan::search_plans(req));
   if (result.top.empty()) {
     return core::error(core::ErrorCode::kInfeasible,
-                       "no layout the trainer runs (tp 1, pp 1, ZeRO 0-2) fits {} on {} x {} with "
+                       "no layout loom run compares (tp 1, pp 1, ZeRO 0-2) fits {} on {} x {} with "
                        "gbs {} and seq {}{}",
                        req.model.name, req.gpus, req.cluster.name, req.gbs, req.seq,
                        result.best_rejected_reason.empty() ? "" : ": " + result.best_rejected_reason);

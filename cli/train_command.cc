@@ -89,11 +89,10 @@ core::Status run_train(TrainArgs& a) {
     const core::Layout& l = p.layout;
     auto cannot = [&](const std::string& what) {
       return core::error(core::ErrorCode::kInvalidArgument,
-                         "--plan {}: {}; the trainer runs tp x pp x dp layouts with ZeRO 0-2 "
-                         "(ZeRO-2 without pipelining), no sequence parallelism{}",
+                         "--plan {}: {}; the trainer runs tp x pp x dp layouts with ZeRO 0-3 "
+                         "(ZeRO-2/3 without pipelining), no sequence parallelism{}",
                          a.plan, what, cuda ? ", and one GPU with --backend cuda" : "");
     };
-    if (l.zero > 2) return cannot(fmt::format("zero {} (ZeRO-3 is still to come)", l.zero));
     if (l.sp) return cannot("sp true (sequence parallelism is still to come)");
     if (cuda && l.tp * l.pp * l.dp != 1)
       return cannot(fmt::format("{} on --backend cuda", l.summary()));
@@ -250,7 +249,8 @@ CommandRunner register_train_command(CLI::App& app) {
       ->capture_default_str();
   sub->add_option("--zero", l.zero,
                   "ZeRO stage over --dp: 0 (replicated optimizer), 1 (optimizer state sharded), "
-                  "2 (and gradients; without pipelining)")
+                  "2 (and gradients), 3 (and weights, gathered per block); 2 and 3 without "
+                  "pipelining")
       ->capture_default_str();
   sub->add_option("--schedule", args->schedule, "pipeline schedule: 1f1b (interleaved when vpp > 1), gpipe")
       ->capture_default_str();

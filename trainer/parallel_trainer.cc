@@ -44,11 +44,12 @@ core::Status unsupported(const char* field, const std::string& value, const char
 
 core::Status ParallelTrainer::check_layout(const core::Layout& layout) {
   if (layout.sp) return unsupported("sp", "true", "sequence parallelism is not implemented yet");
-  if (layout.zero > 2 || layout.zero < 0) {
-    return unsupported("zero", std::to_string(layout.zero), "allowed: 0, 1, 2");
+  if (layout.zero > 3 || layout.zero < 0) {
+    return unsupported("zero", std::to_string(layout.zero), "allowed: 0, 1, 2, 3");
   }
-  if (layout.zero == 2 && layout.pp > 1) {
-    return unsupported("zero", "2", "ZeRO-2 reduce-scatters each micro-batch's gradients, which "
+  if (layout.zero >= 2 && layout.pp > 1) {
+    return unsupported("zero", std::to_string(layout.zero),
+                       "ZeRO-2 and 3 reduce-scatter each micro-batch's gradients, which "
                        "pipelining does not finish one at a time; use zero 1 with pp > 1, as "
                        "DeepSpeed does");
   }
@@ -91,7 +92,13 @@ core::Result<std::unique_ptr<ParallelTrainer>> ParallelTrainer::create(
                        layout.tp, spec.padded_vocab(layout.tp), spec.name, layout.tp);
   }
   std::unique_ptr<ParallelTrainer> t(new ParallelTrainer(spec, layout, optim, groups));
-  t->scatter_full(init, t->params_.data());
+  if (t->zero3_) {
+    std::vector<float> local(static_cast<size_t>(t->count_)), zeros(local.size(), 0.f);
+    t->scatter_full(init, local.data());
+    t->zero3_->scatter(local.data(), zeros.data(), zeros.data());
+  } else {
+    t->scatter_full(init, t->params_.data());
+  }
   return t;
 }
 
@@ -134,6 +141,11 @@ ParallelTrainer::ParallelTrainer(const core::ModelSpec& spec, const core::Layout
     tied_size_ = spec.padded_vocab(layout.tp) / layout.tp * spec.hidden_size;
   }
   count_ = rank_layout_.total();
+  if (layout.zero == 3) {  // pp == 1 (check_layout): one chunk, its units sharded over dp
+    zero3_ = std::make_unique<Zero3Shards>(*chunks_[0], optim, groups->dp.get());
+    chunks_[0]->set_param_source(zero3_.get());
+    return;
+  }
   const int64_t dp = layout.dp;
   padded_ = round_up(count_, dp);
   if (layout.zero >= 1) {
@@ -196,6 +208,7 @@ core::Result<ParallelTrainer::Step> ParallelTrainer::train_step(
   const double tokens = static_cast<double>(m * mbs * seq);
   std::fill(grads_.begin(), grads_.end(), 0.f);
   if (layout_.zero >= 1) std::fill(shard_grads_.begin(), shard_grads_.end(), 0.f);
+  if (zero3_) zero3_->zero_grads();
   double loss_sum = 0;
   LOOM_RETURN_IF_ERROR(run_pipeline(micro_batches, groups_->coords.dp * per_rank, per_rank, mbs,
                                     seq, static_cast<float>(1.0 / tokens), &loss_sum));
@@ -206,7 +219,17 @@ core::Result<ParallelTrainer::Step> ParallelTrainer::train_step(
 
   Step out;
   out.loss = loss_sum / tokens;
+  const double clip = optim_cfg_.clip_grad;
+  auto coefficient = [&](double norm) { return clip > 0 && norm > clip ? clip / (norm + 1e-6) : 1.0; };
   comm::Communicator& dpc = *groups_->dp;
+  if (zero3_) {  // the gradients are in the shares already (reduce-scattered unit by unit)
+    double squares = zero3_->grad_sum_of_squares(unique_);
+    LOOM_RETURN_IF_ERROR(dpc.all_reduce(&squares, 1, comm::ReduceOp::kSum));
+    LOOM_RETURN_IF_ERROR(groups_->tp->all_reduce(&squares, 1, comm::ReduceOp::kSum));
+    out.grad_norm = std::sqrt(squares);
+    zero3_->update(lr, coefficient(out.grad_norm));
+    return out;
+  }
   float* shard = grads_.data();
   if (layout_.zero == 0) {
     LOOM_RETURN_IF_ERROR(dpc.all_reduce(grads_.data(), padded_, comm::ReduceOp::kSum));
@@ -225,9 +248,7 @@ core::Result<ParallelTrainer::Step> ParallelTrainer::train_step(
   LOOM_RETURN_IF_ERROR(groups_->tp->all_reduce(&squares, 1, comm::ReduceOp::kSum));
   LOOM_RETURN_IF_ERROR(groups_->pp->all_reduce(&squares, 1, comm::ReduceOp::kSum));
   out.grad_norm = std::sqrt(squares);
-  const double clip = optim_cfg_.clip_grad;
-  const double coefficient = clip > 0 && out.grad_norm > clip ? clip / (out.grad_norm + 1e-6) : 1.0;
-  optim_->update(params_.data() + shard_begin_, shard, lr, coefficient);
+  optim_->update(params_.data() + shard_begin_, shard, lr, coefficient(out.grad_norm));
   if (layout_.zero >= 1) {
     LOOM_RETURN_IF_ERROR(
         dpc.all_gather(params_.data() + shard_begin_, params_.data(), padded_ / dp));
@@ -334,6 +355,16 @@ core::Status ParallelTrainer::sync_tied_embedding() {
 
 core::Status ParallelTrainer::full_state(std::vector<float>* params, std::vector<float>* exp_avg,
                                          std::vector<float>* exp_avg_sq) {
+  if (zero3_) {
+    std::vector<float> local;
+    using What = Zero3Shards::What;
+    for (auto [what, full] : {std::pair{What::kParams, params}, {What::kExpAvg, exp_avg},
+                              {What::kExpAvgSq, exp_avg_sq}}) {
+      LOOM_RETURN_IF_ERROR(zero3_->gather(what, &local));
+      LOOM_RETURN_IF_ERROR(gather_full(local.data(), full));
+    }
+    return core::ok_status();
+  }
   LOOM_RETURN_IF_ERROR(gather_full(params_.data(), params));
   std::vector<float> local(static_cast<size_t>(padded_));
   for (auto [shard, full] : {std::pair{&optim_->exp_avg(), exp_avg}, {&optim_->exp_avg_sq(), exp_avg_sq}}) {
@@ -357,6 +388,15 @@ core::Status ParallelTrainer::restore(const std::vector<float>& params,
                          v->size(), full_layout_.total(), spec_.name);
     }
   }
+  if (zero3_) {
+    std::vector<float> p(static_cast<size_t>(count_)), m(p.size()), v(p.size());
+    scatter_full(params, p.data());
+    scatter_full(exp_avg, m.data());
+    scatter_full(exp_avg_sq, v.data());
+    zero3_->scatter(p.data(), m.data(), v.data());
+    zero3_->set_updates(updates);
+    return core::ok_status();
+  }
   scatter_full(params, params_.data());
   std::vector<float> local(static_cast<size_t>(padded_), 0.f);
   for (auto [full, shard] : {std::pair{&exp_avg, &optim_->exp_avg()}, {&exp_avg_sq, &optim_->exp_avg_sq()}}) {
@@ -368,6 +408,7 @@ core::Status ParallelTrainer::restore(const std::vector<float>& params,
 }
 
 int64_t ParallelTrainer::state_bytes() const {
+  if (zero3_) return zero3_->state_bytes() + zero3_->gathered_high_water_bytes();
   const auto f = static_cast<int64_t>(sizeof(float));
   return f * static_cast<int64_t>(params_.size() + grads_.size() + shard_grads_.size() +
                                   staging_.size() + 2 * (shard_end_ - shard_begin_));

@@ -16,6 +16,8 @@
 //      then the weights are all-gathered (Megatron's distributed optimizer); ZeRO-2
 //      reduce-scatters each micro-batch's gradients when its backward ends (DeepSpeed stage 2),
 //      so it runs without pipelining (as DeepSpeed, which allows only ZeRO-1 with pipelines);
+//      ZeRO-3 also shards the weights by unit and gathers each unit where it runs (zero3.h),
+//      likewise without pipelining;
 //   4. the global gradient norm counts each tensor once (copies on tp rank > 0 and the tied
 //      copy are skipped) and is summed over the data-, tensor- and pipeline-parallel groups.
 // The full model maps onto the shards by name and slice (ParamInfo::split_dim), so weights and
@@ -35,6 +37,7 @@
 #include "core/status.h"
 #include "trainer/optimizer.h"
 #include "trainer/transformer.h"
+#include "trainer/zero3.h"
 
 namespace loom::train {
 
@@ -43,15 +46,15 @@ class ParallelTrainer {
   // layout: resolved (core::resolve_layout) for `spec`, tp * pp * dp == the world the groups
   // were made from; groups: this rank's (kept, not owned); init: the full fp32 weights in
   // ParamLayout(spec) order, the same on every rank. Errors name the layout field that this
-  // trainer does not run (sequence parallelism, ZeRO-3, ZeRO-2 with pp > 1).
+  // trainer does not run (sequence parallelism, ZeRO-2/3 with pp > 1).
   static core::Result<std::unique_ptr<ParallelTrainer>> create(const core::ModelSpec& spec,
                                                                const core::Layout& layout,
                                                                const OptimizerConfig& optim,
                                                                const comm::ProcessGroups* groups,
                                                                const std::vector<float>& init);
 
-  // The layout fields this trainer does not run (sequence parallelism, ZeRO-3, ZeRO-2 with
-  // pp > 1, vpp > 1 without pp), each refused by name.
+  // The layout fields this trainer does not run (sequence parallelism, ZeRO-2/3 with pp > 1,
+  // vpp > 1 without pp), each refused by name.
   static core::Status check_layout(const core::Layout& layout);
 
   struct Step {
@@ -70,7 +73,7 @@ class ParallelTrainer {
   // Takes this rank's shards of a full state (as a checkpoint of any layout holds it).
   core::Status restore(const std::vector<float>& params, const std::vector<float>& exp_avg,
                        const std::vector<float>& exp_avg_sq, int64_t updates);
-  int64_t updates() const { return optim_->updates(); }
+  int64_t updates() const { return zero3_ ? zero3_->updates() : optim_->updates(); }
   const core::Layout& layout() const { return layout_; }
   // Bytes of training state on this rank (weights, gradients, gradient shard, Adam moments of
   // its shard) and the high-water bytes of its chunks' activations and scratch.
@@ -103,7 +106,8 @@ class ParallelTrainer {
   int64_t tied_offset_ = -1;  // the shared embedding's offset on the first / last stage
   int64_t tied_size_ = 0;
   std::vector<float> params_, grads_, shard_grads_, staging_;
-  std::unique_ptr<AdamW> optim_;
+  std::unique_ptr<AdamW> optim_;          // ZeRO 0-2: the moments of this rank's shard
+  std::unique_ptr<Zero3Shards> zero3_;    // ZeRO-3: the shares of weights, gradients, moments
   int64_t message_floats_ = 0;
   std::map<std::tuple<bool, int64_t, int64_t>, std::vector<float>> stash_;  // early messages
 };

@@ -267,7 +267,7 @@ TEST(CliRun, PlansTrainsAndReportsPredictedAndMeasured) {
   EXPECT_EQ(j.at("ranks").size(), 1u);
   const Output bad = run_loom("run --model tiny-llama --cluster local-cpu --gbs 4 --seq 64 --constraint tp=2");
   EXPECT_NE(bad.exit_code, 0);
-  EXPECT_NE(bad.text.find("no layout the trainer runs"), std::string::npos) << bad.text;
+  EXPECT_NE(bad.text.find("no layout loom run compares"), std::string::npos) << bad.text;
   const Output gpus = run_loom("run --model tiny-llama --cluster h200-1gpu --gpus 2 --gbs 4 --seq 64");
   EXPECT_EQ(gpus.exit_code, 2) << gpus.text;
   EXPECT_TRUE(gpus.text.find("--gpus 2: on a GPU profile") != std::string::npos ||

@@ -129,8 +129,8 @@ TEST(ParallelRun, MpiRanksMatchTheSingleProcessTrainer) {
 }
 
 // `loom plan --out` then `loom train --plan`: the plan's model and layout, as written (the same
-// losses as the equivalent explicit flags; a tensor-parallel plan too); a plan the trainer
-// cannot run yet (ZeRO-3) is refused by field.
+// losses as the equivalent explicit flags; a tensor-parallel plan and a ZeRO-3 plan too); a
+// plan the trainer cannot run yet (sequence parallelism) is refused by field.
 TEST(ParallelRun, TrainsAPlanFileAsWritten) {
   const std::string dir = fresh_dir("plan");
   std::filesystem::create_directories(dir);
@@ -167,15 +167,27 @@ TEST(ParallelRun, TrainsAPlanFileAsWritten) {
   ASSERT_EQ(tp_losses.size(), tp_flags.size());
   for (size_t i = 0; i < tp_losses.size(); ++i)
     EXPECT_LT(std::abs(tp_losses[i] - tp_flags[i]) / tp_flags[i], 1e-5) << "iteration " << i + 1;
-  const std::string z3_plan = dir + "/z3.yaml";
-  ASSERT_EQ(run(std::string(LOOM_BINARY) +
-                " plan --model tiny-bloom --cluster dgx-a100-80gb --gpus 2 --gbs 8 --seq 32 "
-                "--constraint zero=3 --out " + z3_plan + " > /dev/null")
-                .exit_code,
-            0);
-  const Output z3 = run(std::string(LOOM_BINARY) + " train --plan " + z3_plan + " --synthetic 2>&1");
-  EXPECT_NE(z3.exit_code, 0);
-  EXPECT_NE(z3.text.find("zero 3 (ZeRO-3 is still to come)"), std::string::npos) << z3.text;
+  const std::string z3_plan = dir + "/z3.yaml", sp_plan = dir + "/sp.yaml";
+  const std::string plan2 = std::string(LOOM_BINARY) +
+                            " plan --model tiny-bloom --cluster dgx-a100-80gb --gpus 2 --gbs 8 --seq 32 ";
+  ASSERT_EQ(run(plan2 + "--constraint zero=3 --out " + z3_plan + " > /dev/null").exit_code, 0);
+  const Output z3 = run(std::string(LOOM_BINARY) + " train --plan " + z3_plan +
+                        " --synthetic --steps 5 --threads 1 --json");
+  ASSERT_EQ(z3.exit_code, 0) << z3.text;
+  const auto zj = nlohmann::json::parse(z3.text);
+  EXPECT_EQ(zj.at("zero"), 3);
+  const std::vector<double> z3_flags = losses(run(
+      std::string(LOOM_BINARY) + " train --model tiny-bloom --synthetic --steps 5 --threads 1 --json" +
+      " --gbs 8 --seq 32 --no-spike-guard --mbs " + std::to_string(int64_t(zj.at("config").at("mbs")))));
+  const auto z3_losses = zj.at("losses").get<std::vector<double>>();
+  ASSERT_EQ(z3_losses.size(), z3_flags.size());
+  for (size_t i = 0; i < z3_losses.size(); ++i)
+    EXPECT_LT(std::abs(z3_losses[i] - z3_flags[i]) / z3_flags[i], 1e-5) << "iteration " << i + 1;
+  ASSERT_EQ(run(plan2 + "--constraint sp=1 --out " + sp_plan + " > /dev/null").exit_code, 0);
+  const Output sp = run(std::string(LOOM_BINARY) + " train --plan " + sp_plan + " --synthetic 2>&1");
+  EXPECT_NE(sp.exit_code, 0);
+  EXPECT_NE(sp.text.find("sp true (sequence parallelism is still to come)"), std::string::npos)
+      << sp.text;
   const Output twice = run(std::string(LOOM_BINARY) + " train --plan " + plan + " --mbs 1 --synthetic 2>&1");
   EXPECT_NE(twice.exit_code, 0);
   EXPECT_NE(twice.text.find("--mbs with --plan"), std::string::npos) << twice.text;
@@ -191,7 +203,7 @@ TEST(ParallelRun, RefusesWhatItDoesNotDoYet) {
   const Output h = run(kTrain + " --steps 2 --dp 2 --debug-hang-at 1 2>&1");
   EXPECT_NE(h.exit_code, 0);
   EXPECT_NE(h.text.find("run it under mpirun"), std::string::npos) << h.text;
-  const Output z = run(kTrain + " --steps 2 --dp 2 --zero 3 2>&1");
+  const Output z = run(kTrain + " --steps 2 --pp 2 --dp 2 --zero 3 2>&1");
   EXPECT_NE(z.exit_code, 0);
   EXPECT_NE(z.text.find("layout field 'zero' = 3"), std::string::npos) << z.text;
 }
