@@ -98,6 +98,32 @@ core::Status check_shard_name(const std::string& name) {
   return core::ok_status();
 }
 
+// Writes one shard as <shard>.safetensors into `dir`; returns its manifest entry.
+core::Result<json> write_shard_file(const fs::path& dir, int64_t step, const std::string& shard,
+                                    const std::vector<Tensor>& tensors) {
+  LOOM_RETURN_IF_ERROR(check_shard_name(shard));
+  const std::string name = shard + kShardSuffix;
+  WrittenFile w;
+  const std::map<std::string, std::string> meta = {
+      {"format", "pt"}, {"loom_shard", shard}, {"loom_step", std::to_string(step)}};
+  LOOM_RETURN_IF_ERROR(write_safetensors((dir / name).string(), tensors, meta, &w));
+  return json{{"name", name}, {"bytes", w.bytes}, {"crc32c", w.crc32c}};
+}
+
+// Writes manifest.json (listing `files`) into `dir` and makes the directory durable; returns
+// the manifest's CRC-32C.
+core::Result<uint32_t> write_manifest(const fs::path& dir, int64_t step, const json& files,
+                                      const json& meta) {
+  const json manifest = {{"format_version", kCheckpointFormatVersion},
+                         {"step", step},
+                         {"files", files},
+                         {"meta", meta.is_null() ? json::object() : meta}};
+  const std::string text = manifest.dump(2) + "\n";
+  LOOM_RETURN_IF_ERROR(write_file_durable((dir / kManifestName).string(), text));
+  LOOM_RETURN_IF_ERROR(fsync_directory(dir.string()));
+  return crc32c(text);
+}
+
 // Writes the shards and the manifest into `tmp`; returns the manifest's CRC-32C.
 core::Result<uint32_t> write_checkpoint_files(const fs::path& tmp, const CheckpointData& data) {
   LOOM_ASSIGN_OR_RETURN(const int64_t crash_after, crash_after_files());
@@ -105,23 +131,13 @@ core::Result<uint32_t> write_checkpoint_files(const fs::path& tmp, const Checkpo
   maybe_crash(crash_after, files_written);
   json files = json::array();
   for (const auto& [shard, tensors] : data.shards) {
-    const std::string name = shard + kShardSuffix;
-    WrittenFile w;
-    const std::map<std::string, std::string> meta = {
-        {"format", "pt"}, {"loom_shard", shard}, {"loom_step", std::to_string(data.step)}};
-    LOOM_RETURN_IF_ERROR(write_safetensors((tmp / name).string(), tensors, meta, &w));
-    files.push_back({{"name", name}, {"bytes", w.bytes}, {"crc32c", w.crc32c}});
+    LOOM_ASSIGN_OR_RETURN(json entry, write_shard_file(tmp, data.step, shard, tensors));
+    files.push_back(std::move(entry));
     maybe_crash(crash_after, ++files_written);
   }
-  const json manifest = {{"format_version", kCheckpointFormatVersion},
-                         {"step", data.step},
-                         {"files", files},
-                         {"meta", data.meta.is_null() ? json::object() : data.meta}};
-  const std::string text = manifest.dump(2) + "\n";
-  LOOM_RETURN_IF_ERROR(write_file_durable((tmp / kManifestName).string(), text));
-  maybe_crash(crash_after, ++files_written);
-  LOOM_RETURN_IF_ERROR(fsync_directory(tmp.string()));
-  return crc32c(text);
+  auto crc = write_manifest(tmp, data.step, files, data.meta);
+  if (crc.ok()) maybe_crash(crash_after, ++files_written);
+  return crc;
 }
 
 // Deletes everything but the newest keep_last complete checkpoints, incomplete step
@@ -158,12 +174,9 @@ core::Status fs_error(const char* what, const fs::path& p, const std::error_code
 
 std::string checkpoint_dir_name(int64_t step) { return fmt::format("step-{:08d}", step); }
 
-core::Status save_checkpoint(const std::string& root, const CheckpointData& data, int keep_last) {
-  if (data.step < 0) {
-    return core::error(ErrorCode::kInvalidArgument, "checkpoint step {} must be >= 0", data.step);
-  }
-  for (const auto& [shard, tensors] : data.shards) LOOM_RETURN_IF_ERROR(check_shard_name(shard));
-  const fs::path root_path(root);
+namespace {
+
+core::Status prepare_root(const fs::path& root_path) {
   std::error_code ec;
   const bool created_root = fs::create_directories(root_path, ec);
   if (ec) return fs_error("creating checkpoint root", root_path, ec);
@@ -171,19 +184,17 @@ core::Status save_checkpoint(const std::string& root, const CheckpointData& data
     const fs::path parent = root_path.parent_path();
     LOOM_RETURN_IF_ERROR(fsync_directory(parent.empty() ? "." : parent.string()));
   }
-  const std::string name = checkpoint_dir_name(data.step);
-  const std::string pid = std::to_string(::getpid());
-  const fs::path tmp = root_path / (".tmp-" + name + "-" + pid);
-  fs::remove_all(tmp, ec);
-  if (!fs::create_directory(tmp, ec)) return fs_error("creating", tmp, ec);
+  return core::ok_status();
+}
 
-  auto manifest_crc = write_checkpoint_files(tmp, data);
-  if (!manifest_crc.ok()) {
-    fs::remove_all(tmp, ec);
-    return manifest_crc.status();
-  }
+// Renames the filled staging directory `tmp` into ROOT/step-N (moving an old copy of that step
+// aside), then writes the COMPLETE marker and prunes.
+core::Status publish(const fs::path& root_path, const fs::path& tmp, int64_t step,
+                     uint32_t manifest_crc, int keep_last, const std::string& tag) {
+  std::error_code ec;
+  const std::string name = checkpoint_dir_name(step);
   const fs::path final_dir = root_path / name;
-  const fs::path replaced = root_path / (".tmp-replaced-" + name + "-" + pid);
+  const fs::path replaced = root_path / (".tmp-replaced-" + name + "-" + tag);
   if (fs::exists(final_dir, ec)) {  // re-saving a step: move the old copy aside first
     fs::remove_all(replaced, ec);
     fs::rename(final_dir, replaced, ec);
@@ -192,12 +203,70 @@ core::Status save_checkpoint(const std::string& root, const CheckpointData& data
   fs::rename(tmp, final_dir, ec);
   if (ec) return fs_error("renaming into place", tmp, ec);
   LOOM_RETURN_IF_ERROR(fsync_directory(root_path.string()));
-  const json marker = {{"step", data.step}, {"manifest_crc32c", *manifest_crc}};
+  const json marker = {{"step", step}, {"manifest_crc32c", manifest_crc}};
   LOOM_RETURN_IF_ERROR(
       write_file_durable((final_dir / kMarkerName).string(), marker.dump() + "\n"));
   LOOM_RETURN_IF_ERROR(fsync_directory(final_dir.string()));
-  prune(root_path, keep_last, data.step);
+  prune(root_path, keep_last, step);
   return core::ok_status();
+}
+
+constexpr const char* kSharedTag = "shared";
+
+}  // namespace
+
+core::Status save_checkpoint(const std::string& root, const CheckpointData& data, int keep_last) {
+  if (data.step < 0) {
+    return core::error(ErrorCode::kInvalidArgument, "checkpoint step {} must be >= 0", data.step);
+  }
+  for (const auto& [shard, tensors] : data.shards) LOOM_RETURN_IF_ERROR(check_shard_name(shard));
+  const fs::path root_path(root);
+  LOOM_RETURN_IF_ERROR(prepare_root(root_path));
+  std::error_code ec;
+  const std::string pid = std::to_string(::getpid());
+  const fs::path tmp = root_path / (".tmp-" + checkpoint_dir_name(data.step) + "-" + pid);
+  fs::remove_all(tmp, ec);
+  if (!fs::create_directory(tmp, ec)) return fs_error("creating", tmp, ec);
+  auto manifest_crc = write_checkpoint_files(tmp, data);
+  if (!manifest_crc.ok()) {
+    fs::remove_all(tmp, ec);
+    return manifest_crc.status();
+  }
+  return publish(root_path, tmp, data.step, *manifest_crc, keep_last, pid);
+}
+
+core::Result<std::string> begin_shared_checkpoint(const std::string& root, int64_t step) {
+  if (step < 0) {
+    return core::error(ErrorCode::kInvalidArgument, "checkpoint step {} must be >= 0", step);
+  }
+  LOOM_RETURN_IF_ERROR(prepare_root(fs::path(root)));
+  std::error_code ec;
+  const fs::path tmp = shared_checkpoint_staging(root, step);
+  fs::remove_all(tmp, ec);  // an earlier attempt at this step that never committed
+  if (!fs::create_directory(tmp, ec)) return fs_error("creating", tmp, ec);
+  return tmp.string();
+}
+
+std::string shared_checkpoint_staging(const std::string& root, int64_t step) {
+  return (fs::path(root) / (".tmp-" + checkpoint_dir_name(step) + "-" + kSharedTag)).string();
+}
+
+core::Result<ShardFile> write_checkpoint_shard(const std::string& staging, int64_t step,
+                                               const std::string& shard,
+                                               const std::vector<Tensor>& tensors) {
+  LOOM_ASSIGN_OR_RETURN(const json entry, write_shard_file(staging, step, shard, tensors));
+  return ShardFile{shard, entry.at("bytes").get<int64_t>(), entry.at("crc32c").get<uint32_t>()};
+}
+
+core::Status commit_shared_checkpoint(const std::string& root, const std::string& staging,
+                                      int64_t step, const std::vector<ShardFile>& files,
+                                      const json& meta, int keep_last) {
+  json entries = json::array();
+  for (const ShardFile& f : files) {
+    entries.push_back({{"name", f.shard + kShardSuffix}, {"bytes", f.bytes}, {"crc32c", f.crc32c}});
+  }
+  LOOM_ASSIGN_OR_RETURN(const uint32_t crc, write_manifest(staging, step, entries, meta));
+  return publish(fs::path(root), fs::path(staging), step, crc, keep_last, kSharedTag);
 }
 
 // --- Loading and verification -----------------------------------------------------------
@@ -289,6 +358,12 @@ core::Status load_shard(const fs::path& dir, const json& entry, CheckpointData& 
   return core::ok_status();
 }
 
+// "model" matches the shard "model"; "model*" every shard whose name starts with "model".
+bool shard_matches(const std::string& want, const std::string& shard) {
+  if (!want.empty() && want.back() == '*') return shard.starts_with(want.substr(0, want.size() - 1));
+  return shard == want;
+}
+
 // Loads `dir` (all shards, or only_shards) if it verifies; the error message is the reason
 // (without the directory).
 core::Result<CheckpointData> read_verified(const fs::path& dir,
@@ -310,13 +385,15 @@ core::Result<CheckpointData> read_verified(const fs::path& dir,
     const std::string shard = shard_of(name);
     listed.push_back(shard);
     if (!only_shards.empty() &&
-        std::find(only_shards.begin(), only_shards.end(), shard) == only_shards.end()) {
+        std::none_of(only_shards.begin(), only_shards.end(),
+                     [&](const std::string& want) { return shard_matches(want, shard); })) {
       continue;
     }
     LOOM_RETURN_IF_ERROR(load_shard(dir, entry, data));
   }
   for (const std::string& want : only_shards) {
-    if (!data.shards.contains(want)) {
+    if (std::none_of(data.shards.begin(), data.shards.end(),
+                     [&](const auto& kv) { return shard_matches(want, kv.first); })) {
       std::string have;
       for (const std::string& s : listed) have += (have.empty() ? "" : ", ") + s;
       return core::error(ErrorCode::kNotFound, "no shard '{}' (the manifest lists: {})", want,

@@ -49,11 +49,34 @@ std::string checkpoint_dir_name(int64_t step);
 // replaces it. One writer per ROOT at a time.
 core::Status save_checkpoint(const std::string& root, const CheckpointData& data, int keep_last);
 
+// Several writers filling one checkpoint (the ranks of a parallel run, on a filesystem they
+// all see): one caller opens the step's staging directory ROOT/.tmp-step-N-shared (removing what
+// an earlier, uncommitted attempt left), each writer puts its shards there
+// (write_checkpoint_shard, each file fsynced) and hands the returned entry to the committer, who
+// then writes the manifest listing every file and publishes the step as save_checkpoint does
+// (rename into place, COMPLETE marker last, pruning). Until the commit, readers see nothing new.
+struct ShardFile {
+  std::string shard;  // "<shard>.safetensors" in the step directory
+  int64_t bytes = 0;
+  uint32_t crc32c = 0;
+};
+core::Result<std::string> begin_shared_checkpoint(const std::string& root, int64_t step);
+// The staging directory begin_shared_checkpoint opens (what the other writers write into).
+std::string shared_checkpoint_staging(const std::string& root, int64_t step);
+core::Result<ShardFile> write_checkpoint_shard(const std::string& staging, int64_t step,
+                                               const std::string& shard,
+                                               const std::vector<Tensor>& tensors);
+core::Status commit_shared_checkpoint(const std::string& root, const std::string& staging,
+                                      int64_t step, const std::vector<ShardFile>& files,
+                                      const nlohmann::json& meta, int keep_last);
+
 // The newest checkpoint in ROOT whose COMPLETE marker exists and whose files match the
 // manifest's sizes and CRC-32Cs. Each newer directory that fails is skipped with a line in
 // *warnings (may be null) naming it and the reason. No valid checkpoint -> kNotFound naming ROOT
 // and what was there. `only_shards` non-empty: read (and verify) just those shards, which must
-// all be present (an export needs "model", not the optimizer state).
+// all be present (an export needs "model", not the optimizer state); an entry ending in '*'
+// names every shard with that prefix ("model*": the weights of a sharded checkpoint too), of
+// which at least one must be present.
 core::Result<CheckpointData> load_latest_checkpoint(
     const std::string& root, std::vector<std::string>* warnings,
     const std::vector<std::string>& only_shards = {});

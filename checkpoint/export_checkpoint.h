@@ -5,11 +5,13 @@
 // export_checkpoint_test.cc); cli/export_hf_command.cc only parses flags and prints.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "checkpoint/checkpoint_store.h"
 #include "checkpoint/hf_export.h"
 #include "core/model_spec.h"
 #include "core/status.h"
@@ -34,9 +36,16 @@ struct CheckpointExport {
 core::Result<core::ModelSpec> spec_from_checkpoint_meta(const nlohmann::json& meta,
                                                         const std::string& origin);
 
+// The model's tensors under Loom's names from a loaded checkpoint (its "model*" shards).
+using ModelTensors = std::function<core::Result<std::vector<Tensor>>(const CheckpointData&,
+                                                                     const core::ModelSpec&)>;
+
 // `checkpoint`: a step directory (it holds manifest.json or COMPLETE) or a checkpoint root.
+// `model_tensors` turns what was read into the model's tensors; empty: the "model" shard as it
+// is (a sharded checkpoint needs the trainer's assembly, train::checkpoint_model_tensors).
 core::Result<CheckpointExport> export_hf_from_checkpoint(const std::string& checkpoint,
                                                          const std::string& out_dir, DType dtype,
-                                                         int64_t max_shard_bytes);
+                                                         int64_t max_shard_bytes,
+                                                         const ModelTensors& model_tensors = {});
 
 }  // namespace loom::ckpt

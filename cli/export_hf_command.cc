@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "checkpoint/export_checkpoint.h"
+#include "trainer/checkpoint_model.h"
 #include "cli/commands.h"
 
 namespace loom::cli {
@@ -41,7 +42,8 @@ core::Status run_export_hf(const ExportHfArgs& args) {
                         ckpt::parse_byte_size(args.max_shard_size, "--max-shard-size"));
   LOOM_ASSIGN_OR_RETURN(
       const ckpt::CheckpointExport e,
-      ckpt::export_hf_from_checkpoint(args.checkpoint, args.out, dtype, max_shard_bytes));
+      ckpt::export_hf_from_checkpoint(args.checkpoint, args.out, dtype, max_shard_bytes,
+                                      train::checkpoint_model_tensors));
   for (const std::string& w : e.warnings) std::cerr << "warning: " << w << "\n";
   if (args.json) {
     std::cout << report_json(args, e).dump(2) << "\n";

@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "checkpoint/checkpoint_store.h"
 #include "core/model_spec.h"
 #include "core/status.h"
 
@@ -24,5 +25,11 @@ struct CheckpointModel {
 // complete checkpoint; corrupt ones are skipped with a line in *warnings).
 core::Result<CheckpointModel> load_checkpoint_model(const std::string& path,
                                                     std::vector<std::string>* warnings);
+
+// The whole model's tensors (ParamLayout(spec) names and shapes) of a checkpoint read with its
+// "model*" shards: the "model" shard of the single-process format, or the pieces of a sharded
+// one assembled through its manifest (ckpt::ModelTensors for `loom export-hf`).
+core::Result<std::vector<ckpt::Tensor>> checkpoint_model_tensors(const ckpt::CheckpointData& d,
+                                                                 const core::ModelSpec& spec);
 
 }  // namespace loom::train

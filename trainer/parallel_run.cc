@@ -22,6 +22,7 @@
 #include "trainer/batch_source.h"
 #include "comm/process_groups.h"
 #include "trainer/parallel_trainer.h"
+#include "trainer/sharded_checkpoint.h"
 #ifdef LOOM_WITH_MPI
 #include "comm/mpi_comm.h"
 #endif
@@ -52,32 +53,21 @@ core::Status run_rank(const TrainConfig& cfg, const core::ModelSpec& spec,
   const int64_t micro = cfg.gbs / cfg.mbs;
   const double tokens = static_cast<double>(cfg.gbs * cfg.seq);
 
-  // Checkpoints: the weights and moments are assembled from the shards and rank 0 writes the
-  // single-process format (trainer_checkpoint.cc), which any layout, and the single-process
-  // trainer, resume.
+  // Checkpoints: sharded (sharded_checkpoint.h): each model-parallel shard writes its own
+  // files, and any layout, or the single-process trainer, resumes them.
   int64_t done = 0, last_saved = -1;
   auto save = [&](const char* why) -> core::Status {
     TrainerState st;
-    LOOM_RETURN_IF_ERROR(trainer->full_state(&st.params, &st.exp_avg, &st.exp_avg_sq));
-    core::Status written = core::ok_status();
-    if (world->rank() == 0) {
-      st.step = done;
-      st.consumed_samples = done * cfg.gbs;
-      st.adam_updates = trainer->updates();
-      st.data_state = data->state();
-      st.guard_state = SpikeGuard(cfg.guard).state();
-      std::ostringstream rng_text;
-      rng_text << std::mt19937_64(cfg.seed);
-      st.rng = rng_text.str();
-      written = save_trainer_state(cfg, spec, st, why);
-    }
-    double failed = written.ok() ? 0.0 : 1.0;  // every rank stops if rank 0 could not write
-    LOOM_RETURN_IF_ERROR(world->all_reduce(&failed, 1, comm::ReduceOp::kMax));
-    if (!written.ok()) return written;
-    if (failed > 0) {
-      return core::error(core::ErrorCode::kIo, "rank 0 failed to write the checkpoint of iteration {}",
-                         done);
-    }
+    st.step = done;
+    st.consumed_samples = done * cfg.gbs;
+    st.adam_updates = trainer->updates();
+    st.data_state = data->state();
+    st.guard_state = SpikeGuard(cfg.guard).state();
+    std::ostringstream rng_text;
+    rng_text << std::mt19937_64(cfg.seed);
+    st.rng = rng_text.str();
+    LOOM_RETURN_IF_ERROR(
+        save_sharded_trainer_state(cfg, spec, layout, *trainer, groups, *world, st, why));
     last_saved = done;
     return core::ok_status();
   };

@@ -4,9 +4,9 @@
 // backend; comm/launch_env.h detects it). Every rank draws the same stream of batches (as the
 // single-process trainer does), runs its part of each global batch, and rank 0 prints
 // Megatron-style iteration lines and returns the summary. Checkpoints (--save,
-// --save-interval, --resume): the weights and moments are assembled from every rank's shards
-// and rank 0 writes the single-process format, so a run resumes under any layout, or on the
-// single-process trainer (and the other way round); --debug-kill-at N kills the last rank after
+// --save-interval, --resume) are sharded with a global manifest (sharded_checkpoint.h), so a run
+// resumes under any layout, or on the single-process trainer (and the other way round: every
+// layout reads the single-process format too); --debug-kill-at N kills the last rank after
 // iteration N, --debug-hang-at N makes it stop answering (MPI launches only).
 // Not on this path yet, and refused by name: evaluation intervals and the spike guard's fault
 // injection; the guard is announced as not running.

@@ -16,24 +16,6 @@ namespace {
 
 int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
-// Calls fn(local_offset, full_offset, count) for each contiguous run of a shard's tensor that
-// exists in the full model's tensor. Vocabulary rows the shard pads beyond the full tensor's
-// (padded_vocab(tp) > padded_vocab(1)) have no counterpart and are skipped.
-template <typename F>
-void for_each_run(const ParamInfo& local, const ParamInfo& full, F fn) {
-  if (local.split_dim < 0) {
-    fn(local.offset, full.offset, std::min(local.size, full.size));
-  } else if (local.split_dim == 0) {
-    const int64_t row = local.size / local.shape[0];
-    const int64_t rows = std::clamp<int64_t>(full.shape[0] - local.split_start, 0, local.shape[0]);
-    fn(local.offset, full.offset + local.split_start * row, rows * row);
-  } else {  // [out, in] cut along `in`
-    const int64_t out = local.shape[0], in = local.shape[1], full_in = full.shape[1];
-    for (int64_t r = 0; r < out; ++r)
-      fn(local.offset + r * in, full.offset + r * full_in + local.split_start, in);
-  }
-}
-
 core::Status unsupported(const char* field, const std::string& value, const char* why) {
   return core::error(core::ErrorCode::kInvalidArgument,
                      "layout field '{}' = {}: not run by the parallel trainer ({})", field, value,
@@ -102,24 +84,29 @@ core::Result<std::unique_ptr<ParallelTrainer>> ParallelTrainer::create(
   return t;
 }
 
+ModelShard ParallelTrainer::chunk_shard(const core::Layout& layout, int64_t tp_rank,
+                                        int64_t pp_rank, int64_t chunk) {
+  const int64_t stages = layout.pp * layout.vpp, v = chunk * layout.pp + pp_rank;
+  int64_t first = 0;
+  for (int64_t s = 0; s < v; ++s) first += layout.partition[s];
+  return ModelShard{.tp_rank = tp_rank,
+                    .tp = layout.tp,
+                    .first_layer = first,
+                    .end_layer = first + layout.partition[v],
+                    .embedding = v == 0,
+                    .head = v == stages - 1};
+}
+
 ParallelTrainer::ParallelTrainer(const core::ModelSpec& spec, const core::Layout& layout,
                                  const OptimizerConfig& optim, const comm::ProcessGroups* groups)
     : spec_(spec), layout_(layout), groups_(groups), optim_cfg_(optim), full_layout_(spec) {
   const int64_t pp = layout.pp, vpp = layout.vpp, stages = pp * vpp;
   const int64_t pp_rank = groups->coords.pp;
-  std::vector<int64_t> first_block(stages + 1, 0);
-  for (int64_t v = 0; v < stages; ++v) first_block[v + 1] = first_block[v] + layout.partition[v];
   std::vector<const ParamLayout*> parts;
   for (int64_t c = 0; c < vpp; ++c) {
-    const int64_t v = c * pp + pp_rank;
-    ModelShard shard{.tp_rank = groups->coords.tp,
-                     .tp = layout.tp,
-                     .first_layer = first_block[v],
-                     .end_layer = first_block[v + 1],
-                     .embedding = v == 0,
-                     .head = v == stages - 1};
-    chunks_.push_back(
-        std::make_unique<Transformer<float>>(spec, layout.recompute, shard, groups->tp.get()));
+    chunks_.push_back(std::make_unique<Transformer<float>>(
+        spec, layout.recompute, chunk_shard(layout, groups->coords.tp, pp_rank, c),
+        groups->tp.get()));
     parts.push_back(&chunks_.back()->layout());
   }
   rank_layout_ = ParamLayout::concat(parts);
@@ -353,29 +340,36 @@ core::Status ParallelTrainer::sync_tied_embedding() {
   return core::ok_status();
 }
 
-core::Status ParallelTrainer::full_state(std::vector<float>* params, std::vector<float>* exp_avg,
-                                         std::vector<float>* exp_avg_sq) {
+core::Status ParallelTrainer::shard_state(std::vector<float>* params, std::vector<float>* exp_avg,
+                                          std::vector<float>* exp_avg_sq) {
   if (zero3_) {
-    std::vector<float> local;
     using What = Zero3Shards::What;
-    for (auto [what, full] : {std::pair{What::kParams, params}, {What::kExpAvg, exp_avg},
-                              {What::kExpAvgSq, exp_avg_sq}}) {
-      LOOM_RETURN_IF_ERROR(zero3_->gather(what, &local));
-      LOOM_RETURN_IF_ERROR(gather_full(local.data(), full));
+    for (auto [what, out] : {std::pair{What::kParams, params}, {What::kExpAvg, exp_avg},
+                             {What::kExpAvgSq, exp_avg_sq}}) {
+      LOOM_RETURN_IF_ERROR(zero3_->gather(what, out));
     }
     return core::ok_status();
   }
-  LOOM_RETURN_IF_ERROR(gather_full(params_.data(), params));
-  std::vector<float> local(static_cast<size_t>(padded_));
-  for (auto [shard, full] : {std::pair{&optim_->exp_avg(), exp_avg}, {&optim_->exp_avg_sq(), exp_avg_sq}}) {
+  params->assign(params_.begin(), params_.begin() + count_);
+  for (auto [shard, out] : {std::pair{&optim_->exp_avg(), exp_avg}, {&optim_->exp_avg_sq(), exp_avg_sq}}) {
+    out->assign(static_cast<size_t>(padded_), 0.f);
     if (layout_.zero == 0) {
-      std::copy(shard->begin(), shard->end(), local.begin());
+      std::copy(shard->begin(), shard->end(), out->begin());
     } else {
-      LOOM_RETURN_IF_ERROR(groups_->dp->all_gather(shard->data(), local.data(), padded_ / layout_.dp));
+      LOOM_RETURN_IF_ERROR(groups_->dp->all_gather(shard->data(), out->data(), padded_ / layout_.dp));
     }
-    LOOM_RETURN_IF_ERROR(gather_full(local.data(), full));
+    out->resize(static_cast<size_t>(count_));
   }
   return core::ok_status();
+}
+
+core::Status ParallelTrainer::full_state(std::vector<float>* params, std::vector<float>* exp_avg,
+                                         std::vector<float>* exp_avg_sq) {
+  std::vector<float> p, m, v;
+  LOOM_RETURN_IF_ERROR(shard_state(&p, &m, &v));
+  LOOM_RETURN_IF_ERROR(gather_full(p.data(), params));
+  LOOM_RETURN_IF_ERROR(gather_full(m.data(), exp_avg));
+  return gather_full(v.data(), exp_avg_sq);
 }
 
 core::Status ParallelTrainer::restore(const std::vector<float>& params,

@@ -53,6 +53,12 @@ class ParallelTrainer {
                                                                const comm::ProcessGroups* groups,
                                                                const std::vector<float>& init);
 
+  // The part of the model that chunk `chunk` of pipeline rank pp_rank holds, cut for tp_rank:
+  // blocks as layout.partition gives virtual stage chunk * pp + pp_rank, the embedding with
+  // virtual stage 0, the head with the last.
+  static ModelShard chunk_shard(const core::Layout& layout, int64_t tp_rank, int64_t pp_rank,
+                                int64_t chunk);
+
   // The layout fields this trainer does not run (sequence parallelism, ZeRO-2/3 with pp > 1,
   // vpp > 1 without pp), each refused by name.
   static core::Status check_layout(const core::Layout& layout);
@@ -70,6 +76,11 @@ class ParallelTrainer {
   // rank's shards (a collective over all ranks: each gets them).
   core::Status full_state(std::vector<float>* params, std::vector<float>* exp_avg,
                           std::vector<float>* exp_avg_sq);
+  // This rank's model-parallel shard of the weights and Adam moments (rank_layout() order),
+  // gathered over data parallelism (a collective over the data-parallel group).
+  core::Status shard_state(std::vector<float>* params, std::vector<float>* exp_avg,
+                           std::vector<float>* exp_avg_sq);
+  const ParamLayout& rank_layout() const { return rank_layout_; }
   // Takes this rank's shards of a full state (as a checkpoint of any layout holds it).
   core::Status restore(const std::vector<float>& params, const std::vector<float>& exp_avg,
                        const std::vector<float>& exp_avg_sq, int64_t updates);

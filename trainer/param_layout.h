@@ -75,6 +75,27 @@ struct ModelDims {
   int64_t rot_dim = 0;  // leading dims of each head that RoPE rotates (0 without RoPE)
 };
 
+// Calls fn(shard_offset, full_offset, count) for each contiguous run of `shard` (a tensor of a
+// ModelShard's layout, or a checkpoint's piece of it) inside `full` (the same tensor in the whole
+// model's layout); offsets count from each ParamInfo's `offset`. Vocabulary rows a shard pads
+// beyond the full tensor's (padded_vocab(tp) > padded_vocab(1)) have no counterpart and are
+// skipped.
+template <typename F>
+void for_each_run(const ParamInfo& shard, const ParamInfo& full, F fn) {
+  if (shard.split_dim < 0) {
+    fn(shard.offset, full.offset, shard.size < full.size ? shard.size : full.size);
+  } else if (shard.split_dim == 0) {
+    const int64_t row = shard.size / shard.shape[0];
+    int64_t rows = full.shape[0] - shard.split_start;
+    rows = rows < 0 ? 0 : rows > shard.shape[0] ? shard.shape[0] : rows;
+    fn(shard.offset, full.offset + shard.split_start * row, rows * row);
+  } else {  // [out, in] cut along `in`
+    const int64_t out = shard.shape[0], in = shard.shape[1], full_in = full.shape[1];
+    for (int64_t r = 0; r < out; ++r)
+      fn(shard.offset + r * in, full.offset + r * full_in + shard.split_start, in);
+  }
+}
+
 class ParamLayout {
  public:
   ParamLayout() = default;  // no tensors

@@ -97,6 +97,12 @@ struct TrainerState {
   std::vector<float> params, exp_avg, exp_avg_sq;  // flat, in ParamLayout(spec) order
 };
 
+// The manifest meta of a trainer checkpoint in `format` (everything of `state` but its tensors,
+// the resolved config and the model spec).
+nlohmann::json trainer_checkpoint_meta(const TrainConfig& cfg, const core::ModelSpec& spec,
+                                       const TrainerState& state, const std::string& why,
+                                       const char* format);
+
 // Writes `state` as a checkpoint under cfg.save (atomically; keeps cfg.keep_last).
 core::Status save_trainer_state(const TrainConfig& cfg, const core::ModelSpec& spec,
                                 const TrainerState& state, const std::string& why);

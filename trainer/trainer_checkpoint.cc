@@ -12,6 +12,7 @@
 #include "checkpoint/export_checkpoint.h"
 #include "core/model_io.h"
 #include "trainer/checkpoint_model.h"
+#include "trainer/sharded_checkpoint.h"
 #include "trainer/trainer.h"
 
 namespace loom::train {
@@ -59,6 +60,21 @@ core::Status tensors_to_flat(const ParamLayout& layout, const std::vector<ckpt::
 
 }  // namespace
 
+nlohmann::json trainer_checkpoint_meta(const TrainConfig& cfg, const core::ModelSpec& spec,
+                                       const TrainerState& state, const std::string& why,
+                                       const char* format) {
+  return {{"format", format},
+          {"reason", why},
+          {"step", state.step},
+          {"consumed_samples", state.consumed_samples},
+          {"adam_updates", state.adam_updates},
+          {"data_state", state.data_state},
+          {"guard_state", state.guard_state},
+          {"rng", state.rng},
+          {"config", train_config_to_json(cfg)},
+          {ckpt::kModelYamlKey, spec_yaml(spec)}};
+}
+
 core::Status save_trainer_state(const TrainConfig& cfg, const core::ModelSpec& spec,
                                 const TrainerState& state, const std::string& why) {
   const ParamLayout layout(spec);
@@ -72,16 +88,7 @@ core::Status save_trainer_state(const TrainConfig& cfg, const core::ModelSpec& s
   }
   ckpt::CheckpointData d;
   d.step = state.step;
-  d.meta = {{"format", kFormat},
-            {"reason", why},
-            {"step", state.step},
-            {"consumed_samples", state.consumed_samples},
-            {"adam_updates", state.adam_updates},
-            {"data_state", state.data_state},
-            {"guard_state", state.guard_state},
-            {"rng", state.rng},
-            {"config", train_config_to_json(cfg)},
-            {ckpt::kModelYamlKey, spec_yaml(spec)}};
+  d.meta = trainer_checkpoint_meta(cfg, spec, state, why, kFormat);
   d.shards[ckpt::kModelShard] = flat_to_tensors(layout, state.params.data(), "");
   auto opt = flat_to_tensors(layout, state.exp_avg.data(), "exp_avg.");
   auto sq = flat_to_tensors(layout, state.exp_avg_sq.data(), "exp_avg_sq.");
@@ -99,9 +106,10 @@ core::Result<TrainerState> load_trainer_state(const TrainConfig& cfg, const core
   if (!loaded.ok()) return loaded.status();
   const ckpt::CheckpointData& d = *loaded;
   *origin = fmt::format("checkpoint {}/{}", cfg.save, ckpt::checkpoint_dir_name(d.step));
-  if (d.meta.value("format", "") != kFormat) {
-    return core::error(core::ErrorCode::kInvalidArgument, "{}: format '{}', expected '{}'",
-                       *origin, d.meta.value("format", ""), kFormat);
+  const std::string format = d.meta.value("format", "");
+  if (format != kFormat && format != kShardedFormat) {
+    return core::error(core::ErrorCode::kInvalidArgument, "{}: format '{}', expected '{}' or '{}'",
+                       *origin, format, kFormat, kShardedFormat);
   }
   if (d.meta.value(ckpt::kModelYamlKey, "") != spec_yaml(spec)) {
     return core::error(core::ErrorCode::kInvalidArgument,
@@ -115,22 +123,29 @@ core::Result<TrainerState> load_trainer_state(const TrainConfig& cfg, const core
                        cfg.seq);
   }
   const ParamLayout layout(spec);
-  for (const char* shard : {ckpt::kModelShard, "optimizer"}) {
-    if (d.shards.count(shard) == 0) {
-      return core::error(core::ErrorCode::kInvalidArgument, "{}: shard {} is missing", *origin,
-                         shard);
-    }
-  }
   TrainerState st;
   const auto total = static_cast<std::size_t>(layout.total());
   st.params.assign(total, 0.f);
   st.exp_avg.assign(total, 0.f);
   st.exp_avg_sq.assign(total, 0.f);
-  LOOM_RETURN_IF_ERROR(
-      tensors_to_flat(layout, d.shards.at(ckpt::kModelShard), "", *origin, st.params.data()));
-  const auto& opt = d.shards.at("optimizer");
-  LOOM_RETURN_IF_ERROR(tensors_to_flat(layout, opt, "exp_avg.", *origin, st.exp_avg.data()));
-  LOOM_RETURN_IF_ERROR(tensors_to_flat(layout, opt, "exp_avg_sq.", *origin, st.exp_avg_sq.data()));
+  if (format == kShardedFormat) {
+    for (auto [prefix, flat] : {std::pair{"", &st.params}, {"exp_avg.", &st.exp_avg},
+                                {"exp_avg_sq.", &st.exp_avg_sq}}) {
+      LOOM_RETURN_IF_ERROR(assemble_sharded(d, layout, prefix, *origin, flat->data()));
+    }
+  } else {
+    for (const char* shard : {ckpt::kModelShard, "optimizer"}) {
+      if (d.shards.count(shard) == 0) {
+        return core::error(core::ErrorCode::kInvalidArgument, "{}: shard {} is missing", *origin,
+                           shard);
+      }
+    }
+    LOOM_RETURN_IF_ERROR(
+        tensors_to_flat(layout, d.shards.at(ckpt::kModelShard), "", *origin, st.params.data()));
+    const auto& opt = d.shards.at("optimizer");
+    LOOM_RETURN_IF_ERROR(tensors_to_flat(layout, opt, "exp_avg.", *origin, st.exp_avg.data()));
+    LOOM_RETURN_IF_ERROR(tensors_to_flat(layout, opt, "exp_avg_sq.", *origin, st.exp_avg_sq.data()));
+  }
   st.step = d.step;
   st.adam_updates = d.meta.at("adam_updates").get<int64_t>();
   st.consumed_samples = d.meta.at("consumed_samples").get<int64_t>();
@@ -211,23 +226,46 @@ core::Status Trainer::rollback(StepRecord* rec, const std::string& reason) {
   return core::ok_status();
 }
 
+core::Result<std::vector<ckpt::Tensor>> checkpoint_model_tensors(const ckpt::CheckpointData& d,
+                                                                 const core::ModelSpec& spec) {
+  if (d.meta.value("format", "") != kShardedFormat) {
+    const auto model = d.shards.find(ckpt::kModelShard);
+    if (model == d.shards.end()) {
+      return core::error(core::ErrorCode::kInvalidArgument, "{}: shard {} is missing", d.dir,
+                         ckpt::kModelShard);
+    }
+    return model->second;
+  }
+  const ParamLayout layout(spec);
+  std::vector<float> flat(static_cast<size_t>(layout.total()), 0.f);
+  LOOM_RETURN_IF_ERROR(assemble_sharded(d, layout, "", d.dir, flat.data()));
+  return flat_to_tensors(layout, flat.data(), "");
+}
+
 core::Result<CheckpointModel> load_checkpoint_model(const std::string& path,
                                                     std::vector<std::string>* warnings) {
-  auto loaded = ckpt::load_checkpoint_at(path, warnings, {ckpt::kModelShard});
+  // "model*": the weights only -- the one "model" shard, or a sharded checkpoint's
+  // model-t<T>-p<P> files (sharded_checkpoint.h).
+  auto loaded = ckpt::load_checkpoint_at(path, warnings, {std::string(ckpt::kModelShard) + "*"});
   if (!loaded.ok()) return loaded.status().with_context("--checkpoint " + path);
   const ckpt::CheckpointData& d = *loaded;
-  if (d.meta.value("format", "") != kFormat) {
+  const std::string format = d.meta.value("format", "");
+  if (format != kFormat && format != kShardedFormat) {
     return core::error(core::ErrorCode::kInvalidArgument,
                        "--checkpoint {}: not a Loom training checkpoint (format '{}', expected "
-                       "'{}')",
-                       path, d.meta.value("format", ""), kFormat);
+                       "'{}' or '{}')",
+                       path, format, kFormat, kShardedFormat);
   }
   CheckpointModel m;
   LOOM_ASSIGN_OR_RETURN(m.spec, ckpt::spec_from_checkpoint_meta(d.meta, d.dir));
   const ParamLayout layout(m.spec);
   m.params.assign(layout.total(), 0.f);
-  LOOM_RETURN_IF_ERROR(
-      tensors_to_flat(layout, d.shards.at(ckpt::kModelShard), "", d.dir, m.params.data()));
+  if (format == kShardedFormat) {
+    LOOM_RETURN_IF_ERROR(assemble_sharded(d, layout, "", d.dir, m.params.data()));
+  } else {
+    LOOM_RETURN_IF_ERROR(
+        tensors_to_flat(layout, d.shards.at(ckpt::kModelShard), "", d.dir, m.params.data()));
+  }
   m.config = d.meta.value("config", nlohmann::json::object());
   m.step = d.step;
   return m;

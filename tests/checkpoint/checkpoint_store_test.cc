@@ -225,6 +225,55 @@ TEST(CheckpointStore, ResavingAStepReplacesIt) {
   fs::remove_all(root);
 }
 
+// Several writers, one commit: nothing is visible before the commit, the committed step loads
+// with every writer's file verified, a prefix ("model*") selects shards, and an attempt that
+// never committed is swept by the next begin.
+TEST(CheckpointStore, SharedCheckpointCommitsEveryWritersFiles) {
+  const fs::path root = temp_root("shared");
+  ASSERT_TRUE(save_checkpoint(root.string(), make_data(10), 3).ok());
+  const CheckpointData want = make_data(20);
+  auto staging = begin_shared_checkpoint(root.string(), 20);
+  ASSERT_TRUE(staging.ok()) << staging.status().message();
+  EXPECT_EQ(*staging, shared_checkpoint_staging(root.string(), 20));
+  std::vector<ShardFile> files;
+  for (const char* part : {"t0", "t1"}) {  // two writers
+    for (const auto& [shard, tensors] : want.shards) {
+      auto f = write_checkpoint_shard(*staging, 20, shard + "-" + part, tensors);
+      ASSERT_TRUE(f.ok()) << f.status().message();
+      files.push_back(*f);
+    }
+  }
+  auto before = load_latest_checkpoint(root.string(), nullptr);
+  ASSERT_TRUE(before.ok());
+  EXPECT_EQ(before->step, 10) << "an uncommitted step is visible";
+  ASSERT_TRUE(commit_shared_checkpoint(root.string(), *staging, 20, files, want.meta, 3).ok());
+  EXPECT_FALSE(fs::exists(*staging));
+  auto back = load_latest_checkpoint(root.string(), nullptr);
+  ASSERT_TRUE(back.ok()) << back.status().message();
+  EXPECT_EQ(back->step, 20);
+  EXPECT_EQ(back->shards.size(), 4u);
+  EXPECT_EQ(back->shards.at("model-t1")[0].bytes, want.shards.at("model")[0].bytes);
+  auto models = load_latest_checkpoint(root.string(), nullptr, {"model*"});
+  ASSERT_TRUE(models.ok()) << models.status().message();
+  EXPECT_EQ(models->shards.size(), 2u);
+  EXPECT_FALSE(load_latest_checkpoint(root.string(), nullptr, {"absent*"}).ok());
+  // A writer's file damaged after the commit: the manifest's CRC catches it.
+  flip_byte(root / "step-00000020" / "optimizer-t0.safetensors", 200);
+  std::vector<std::string> warnings;
+  auto fallback = load_latest_checkpoint(root.string(), &warnings);
+  ASSERT_TRUE(fallback.ok());
+  EXPECT_EQ(fallback->step, 10);
+  EXPECT_NE(joined(warnings).find("optimizer-t0.safetensors"), std::string::npos) << joined(warnings);
+  // An attempt that died before its commit leaves a staging directory the next begin sweeps.
+  auto stale = begin_shared_checkpoint(root.string(), 30);
+  ASSERT_TRUE(stale.ok());
+  ASSERT_TRUE(write_checkpoint_shard(*stale, 30, "model-t0", want.shards.at("model")).ok());
+  auto again = begin_shared_checkpoint(root.string(), 30);
+  ASSERT_TRUE(again.ok());
+  EXPECT_TRUE(fs::is_empty(*again));
+  fs::remove_all(root);
+}
+
 TEST(CheckpointStore, EmptyOrMissingRootIsNotFound) {
   const fs::path root = temp_root("empty");
   auto missing = load_latest_checkpoint(root.string(), nullptr);
