@@ -2,12 +2,13 @@
 // measurement (issue 7). The search is `loom plan`'s, restricted to the layouts whose CPU
 // prediction has been checked against measurement (tp 1, pp 1, ZeRO 0-2, docs/validation/
 // cpu-runs.md; the trainer itself also runs TP, PP and ZeRO-3 through `loom train`; on a CPU
-// profile in fp32, the CPU trainer's precision); the best
-// plan is trained for --steps iterations on synthetic tokens (the single-process trainer, or
-// data-parallel ranks as threads / MPI processes, trainer/parallel_run.h); then predicted and measured
-// step time, tokens/s and per-rank training memory (weights, gradients, optimizer state,
-// activations and scratch) are printed as a table or JSON. A CPU profile should be calibrated
-// first (`loom calibrate --measure`). GPU profiles train through the CUDA trainer (one GPU).
+// profile in fp32, the CPU trainer's precision); the best plan is trained for --steps
+// iterations on synthetic tokens (the parallel trainer's loop, its ranks as threads / MPI
+// processes, trainer/parallel_run.h; --trace writes the last iteration as a Chrome trace with
+// the simulator's event names); then predicted and measured step time, tokens/s and per-rank
+// training memory (weights, gradients, optimizer state, activations and scratch) are printed as
+// a table or JSON. A CPU profile should be calibrated first (`loom calibrate --measure`). GPU
+// profiles train through the CUDA trainer (one GPU).
 #include <iostream>
 #include <memory>
 
@@ -39,6 +40,7 @@ struct RunArgs {
   int64_t steps = 10;
   std::vector<std::string> constraints;
   uint64_t seed = 1234;
+  std::string trace;
   bool json = false;
 };
 
@@ -55,6 +57,10 @@ core::Status run_run(const RunArgs& a) {
                        a.cluster);
   }
 #endif
+  if (!cpu && !a.trace.empty()) {
+    return core::error(core::ErrorCode::kInvalidArgument,
+                       "--trace: the CUDA trainer records no trace yet; use it on a CPU profile");
+  }
   if (!cpu && a.gpus != 1) {
     return core::error(core::ErrorCode::kInvalidArgument,
                        "--gpus {}: on a GPU profile `loom run` trains with the CUDA trainer, which "
@@ -108,10 +114,8 @@ core::Status run_run(const RunArgs& a) {
 #ifdef LOOM_WITH_CUDA
     LOOM_RETURN_IF_ERROR(train::run_cuda_training(cfg, "auto", out, &s));
 #endif
-  } else if (l.dp == 1 && l.zero == 0) {
-    LOOM_ASSIGN_OR_RETURN(std::unique_ptr<train::Trainer> trainer, train::Trainer::create(cfg, out));
-    LOOM_RETURN_IF_ERROR(trainer->run(&s));
-  } else {
+  } else {  // the parallel trainer, also for one rank: the same loop, trace and memory report
+    cfg.trace = a.trace;
     LOOM_RETURN_IF_ERROR(train::run_parallel_training(cfg, l, out, &s, &reporting));
   }
   if (!reporting) return core::ok_status();
@@ -137,10 +141,14 @@ core::Status run_run(const RunArgs& a) {
                               : "device memory in use (cudaMemGetInfo)"},
         {"iterations", s.last_step - s.first_step + 1},
         {"ranks", nlohmann::json::array()}};
-    for (int64_t r = 0; r < l.dp; ++r) {
-      // Data-parallel ranks hold the same buffers (ZeRO shards are equal by construction).
+    for (int64_t r = 0; r < l.dp; ++r) {  // tp = pp = 1: data-parallel ranks
+      const auto rank = static_cast<size_t>(r);
+      const double rank_gib =
+          rank < s.ranks.size()
+              ? static_cast<double>(s.ranks[rank].state_bytes + s.ranks[rank].workspace_bytes) / gib
+              : measured_gib;
       j["ranks"].push_back({{"rank", r}, {"predicted_peak_gib", best.peak_gib},
-                            {"measured_peak_gib", measured_gib}});
+                            {"measured_peak_gib", rank_gib}});
     }
     j["summary"] = s.to_json();
     std::cout << j.dump(2) << "\n";
@@ -158,9 +166,9 @@ core::Status run_run(const RunArgs& a) {
   t.add_row({cpu ? "training memory per rank GiB" : "device memory GiB", fmt::format("{:.4g}", best.peak_gib),
              fmt::format("{:.4g}", measured_gib), fmt::format("{:.2f}", measured_gib / best.peak_gib)});
   std::cout << "\n" << t.render();
-  std::cout << fmt::format("\n{} iterations measured (the first excluded from the mean); no Chrome "
-                           "trace of the measured iteration yet\n",
-                           s.last_step - s.first_step + 1);
+  std::cout << fmt::format("\n{} iterations measured (the first excluded from the mean){}\n",
+                           s.last_step - s.first_step + 1,
+                           a.trace.empty() ? "" : "; the last one as a Chrome trace in " + a.trace);
   return core::ok_status();
 }
 
@@ -178,6 +186,9 @@ CommandRunner register_run_command(CLI::App& app) {
   cmd->add_option("--steps", a->steps, "iterations to train")->capture_default_str();
   cmd->add_option("--constraint", a->constraints, "restrict the search further, e.g. mbs=4, recompute=full");
   cmd->add_option("--seed", a->seed, "seed of the weights and the synthetic tokens")->capture_default_str();
+  cmd->add_option("--trace", a->trace,
+                  "write the last measured iteration as a Chrome trace, with the event names of "
+                  "`loom simulate --trace` (CPU profiles)");
   cmd->add_flag("--json", a->json, "print JSON (predicted_step_time_s, measured_step_time_s, ...)");
   return [cmd, a]() { return cmd->parsed() ? run_run(*a) : core::ok_status(); };
 }

@@ -15,6 +15,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/chrome_trace.h"
 #include "core/cluster_profile.h"
 #include "core/layout.h"
 #include "core/model_spec.h"
@@ -52,13 +53,7 @@ struct StepBreakdown {
   double other = 0;      // framework overhead per iteration
 };
 
-struct TraceEvent {
-  std::string name;
-  std::string track;  // "stage 3 compute", "stage 3 tp comm", "stage 3 dp comm", ...
-  int64_t stage = 0;
-  double start_s = 0;
-  double duration_s = 0;
-};
+using TraceEvent = core::TraceSpan;  // core/chrome_trace.h
 
 struct StepTimeReport {
   double step_time_s = 0;

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <fstream>
 #include <memory>
 #include <mutex>
 #include <random>
@@ -17,6 +18,7 @@
 #include <fmt/format.h>
 
 #include "comm/launch_env.h"
+#include "core/chrome_trace.h"
 #include "comm/thread_comm.h"
 #include "core/model_io.h"
 #include "trainer/batch_source.h"
@@ -36,6 +38,58 @@ core::Status refuse(const char* option, const char* why) {
                      "{}: not supported with --tp/--pp/--dp/--zero ({})", option, why);
 }
 
+// The last iteration's events of one rank per pipeline stage (tp 0, dp 0), gathered to rank 0
+// and written as a Chrome trace with the simulator's names (a collective over `world`).
+core::Status write_trace(const std::string& path, const core::Layout& layout,
+                         const ParallelTrainer& trainer, comm::Communicator& world) {
+  using Event = ParallelTrainer::Event;
+  const core::RankCoords me = core::rank_coords(layout, world.rank());
+  // 6 per event: kind, micro-batch, virtual stage, the rank's pipeline stage, start, duration.
+  constexpr size_t kFields = 6;
+  std::vector<double> mine;
+  if (me.tp == 0 && me.dp == 0) {
+    for (const auto& e : trainer.last_step_events()) {
+      mine.insert(mine.end(), {double(static_cast<int>(e.kind)), double(e.microbatch),
+                               double(e.chunk), double(me.pp), e.start_s, e.duration_s});
+    }
+  }
+  double count = static_cast<double>(mine.size());
+  LOOM_RETURN_IF_ERROR(world.all_reduce(&count, 1, comm::ReduceOp::kMax));
+  mine.resize(static_cast<size_t>(count), -1.0);  // padded to the longest list: kind -1
+  std::vector<double> all(mine.size() * static_cast<size_t>(world.size()));
+  LOOM_RETURN_IF_ERROR(world.all_gather(mine.data(), all.data(), static_cast<int64_t>(mine.size())));
+  if (world.rank() != 0) return core::ok_status();
+  std::vector<core::TraceSpan> spans;
+  for (size_t i = 0; i + kFields <= all.size(); i += kFields) {
+    if (all[i] < 0) continue;
+    const auto kind = static_cast<Event>(static_cast<int>(all[i]));
+    const auto mb = static_cast<int64_t>(all[i + 1]), chunk = static_cast<int64_t>(all[i + 2]);
+    const auto stage = static_cast<int64_t>(all[i + 3]);
+    const std::string on = fmt::format("stage {} ", stage);
+    const std::string what = fmt::format("{} mb{} chunk{}",
+                                         kind == Event::kForward || kind == Event::kP2pForward
+                                             ? "forward" : "backward", mb, chunk);
+    core::TraceSpan s;
+    s.stage = stage;
+    s.start_s = all[i + 4];
+    s.duration_s = all[i + 5];
+    switch (kind) {
+      case Event::kForward:
+      case Event::kBackward: s.name = what; s.track = on + "compute"; break;
+      case Event::kP2pForward:
+      case Event::kP2pBackward: s.name = "p2p " + what; s.track = on + "pp comm"; break;
+      case Event::kDpReduction: s.name = "dp gradient reduction"; s.track = on + "dp comm"; break;
+      case Event::kOptimizer: s.name = "optimizer"; s.track = on + "compute"; break;
+    }
+    spans.push_back(std::move(s));
+  }
+  std::ofstream f(path);
+  if (!f) return core::error(core::ErrorCode::kIo, "--trace: cannot write '{}'", path);
+  f << core::chrome_trace_json(spans).dump() << "\n";
+  if (!f) return core::error(core::ErrorCode::kIo, "--trace: writing '{}' failed", path);
+  return core::ok_status();
+}
+
 // One rank's loop; rank 0 reports.
 core::Status run_rank(const TrainConfig& cfg, const core::ModelSpec& spec,
                       const core::Layout& layout, comm::Communicator* world, std::ostream* out,
@@ -50,6 +104,7 @@ core::Status run_rank(const TrainConfig& cfg, const core::ModelSpec& spec,
   LOOM_ASSIGN_OR_RETURN(auto trainer,
                         ParallelTrainer::create(spec, layout, cfg.optim, &groups, init));
   const bool report = world->rank() == 0;
+  trainer->set_tracing(!cfg.trace.empty());
   const int64_t micro = cfg.gbs / cfg.mbs;
   const double tokens = static_cast<double>(cfg.gbs * cfg.seq);
 
@@ -133,6 +188,7 @@ core::Status run_rank(const TrainConfig& cfg, const core::ModelSpec& spec,
                               : summary->records.empty() ? 0.0
                                                          : summary->records.back().step_time_s;
   summary->tokens_per_s = summary->mean_step_time_s > 0 ? tokens / summary->mean_step_time_s : 0;
+  if (!cfg.trace.empty()) LOOM_RETURN_IF_ERROR(write_trace(cfg.trace, layout, *trainer, *world));
   summary->state_bytes = trainer->state_bytes();
   summary->workspace_bytes = trainer->workspace_bytes();
   // Every rank's training buffers (pipeline stages differ: the embedding, the head, the

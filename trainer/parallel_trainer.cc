@@ -193,6 +193,9 @@ core::Result<ParallelTrainer::Step> ParallelTrainer::train_step(
   }
   const int64_t per_rank = m / dp;
   const double tokens = static_cast<double>(m * mbs * seq);
+  using clock = std::chrono::steady_clock;
+  step_start_ = clock::now();
+  events_.clear();
   std::fill(grads_.begin(), grads_.end(), 0.f);
   if (layout_.zero >= 1) std::fill(shard_grads_.begin(), shard_grads_.end(), 0.f);
   if (zero3_) zero3_->zero_grads();
@@ -214,10 +217,13 @@ core::Result<ParallelTrainer::Step> ParallelTrainer::train_step(
     LOOM_RETURN_IF_ERROR(dpc.all_reduce(&squares, 1, comm::ReduceOp::kSum));
     LOOM_RETURN_IF_ERROR(groups_->tp->all_reduce(&squares, 1, comm::ReduceOp::kSum));
     out.grad_norm = std::sqrt(squares);
+    const auto optimizer_start = clock::now();
     zero3_->update(lr, coefficient(out.grad_norm));
+    record(Event::kOptimizer, 0, 0, optimizer_start);
     return out;
   }
   float* shard = grads_.data();
+  const auto reduce_start = clock::now();
   if (layout_.zero == 0) {
     LOOM_RETURN_IF_ERROR(dpc.all_reduce(grads_.data(), padded_, comm::ReduceOp::kSum));
   } else {
@@ -225,6 +231,8 @@ core::Result<ParallelTrainer::Step> ParallelTrainer::train_step(
       LOOM_RETURN_IF_ERROR(dpc.reduce_scatter(grads_.data(), shard_grads_.data(), padded_ / dp));
     shard = shard_grads_.data();
   }
+  if (dp > 1) record(Event::kDpReduction, 0, 0, reduce_start);
+  const auto optimizer_start = clock::now();
   // Sum of squares of the tensors this rank owns, within its optimizer shard.
   double squares = 0;
   for (const auto& [begin, end] : unique_) {
@@ -240,7 +248,17 @@ core::Result<ParallelTrainer::Step> ParallelTrainer::train_step(
     LOOM_RETURN_IF_ERROR(
         dpc.all_gather(params_.data() + shard_begin_, params_.data(), padded_ / dp));
   }
+  record(Event::kOptimizer, 0, 0, optimizer_start);  // with ZeRO 1/2 the weights' all-gather
   return out;
+}
+
+void ParallelTrainer::record(Event kind, int64_t microbatch, int64_t chunk,
+                             std::chrono::steady_clock::time_point since) {
+  if (!tracing_) return;
+  const auto now = std::chrono::steady_clock::now();
+  events_.push_back({kind, microbatch, chunk,
+                     std::chrono::duration<double>(since - step_start_).count(),
+                     std::chrono::duration<double>(now - since).count()});
 }
 
 core::Status ParallelTrainer::run_pipeline(const std::vector<std::vector<int32_t>>& micro_batches,
@@ -257,29 +275,43 @@ core::Status ParallelTrainer::run_pipeline(const std::vector<std::vector<int32_t
     Transformer<float>& model = *chunks_[a.chunk];
     const float* p = params_.data() + chunk_offset_[a.chunk];
     float* g = grads_.data() + chunk_offset_[a.chunk];
+    // Timed from after the receive: waiting for the neighbour is the pipeline's bubble.
     if (a.forward) {
       if (v > 0) LOOM_RETURN_IF_ERROR(recv_activation(true, v, a.microbatch, x_in.data()));
+      const auto start = std::chrono::steady_clock::now();
       const std::vector<int32_t>& tokens = micro_batches[first + a.microbatch];
       double loss = 0;
       LOOM_ASSIGN_OR_RETURN(const int slot,
                             model.stage_forward(p, g, tokens.data(), mbs, seq,
                                                 v > 0 ? x_in.data() : nullptr, grad_scale, &loss));
       *loss_sum += loss;
-      if (v < stages - 1)
+      record(Event::kForward, a.microbatch, v, start);
+      if (v < stages - 1) {
+        const auto sent = std::chrono::steady_clock::now();
         LOOM_RETURN_IF_ERROR(send_activation(true, v + 1, a.microbatch, model.stage_output(slot)));
+        record(Event::kP2pForward, a.microbatch, v, sent);
+      }
       slot_of[{a.chunk, a.microbatch}] = slot;
       continue;
     }
     if (v < stages - 1) LOOM_RETURN_IF_ERROR(recv_activation(false, v, a.microbatch, dy.data()));
+    const auto start = std::chrono::steady_clock::now();
     LOOM_RETURN_IF_ERROR(model.stage_backward(slot_of.at({a.chunk, a.microbatch}), p, g,
                                               v < stages - 1 ? dy.data() : nullptr,
                                               v > 0 ? dx.data() : nullptr));
-    if (v > 0) LOOM_RETURN_IF_ERROR(send_activation(false, v - 1, a.microbatch, dx.data()));
+    record(Event::kBackward, a.microbatch, v, start);
+    if (v > 0) {
+      const auto sent = std::chrono::steady_clock::now();
+      LOOM_RETURN_IF_ERROR(send_activation(false, v - 1, a.microbatch, dx.data()));
+      record(Event::kP2pBackward, a.microbatch, v, sent);
+    }
     if (layout_.zero == 2) {  // pp == 1: this micro-batch's gradients are complete
+      const auto reduce_start = std::chrono::steady_clock::now();
       const int64_t per = padded_ / layout_.dp;
       LOOM_RETURN_IF_ERROR(groups_->dp->reduce_scatter(grads_.data(), staging_.data(), per));
       for (size_t j = 0; j < shard_grads_.size(); ++j) shard_grads_[j] += staging_[j];
       std::fill(grads_.begin(), grads_.end(), 0.f);
+      record(Event::kDpReduction, a.microbatch, v, reduce_start);
     }
   }
   return core::ok_status();

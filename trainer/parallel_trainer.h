@@ -25,6 +25,7 @@
 // Tested in tests/trainer/parallel_trainer_test.cc against the single-rank run on threads.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -85,6 +86,18 @@ class ParallelTrainer {
   core::Status restore(const std::vector<float>& params, const std::vector<float>& exp_avg,
                        const std::vector<float>& exp_avg_sq, int64_t updates);
   int64_t updates() const { return zero3_ ? zero3_->updates() : optim_->updates(); }
+
+  // What the rank did in its last train_step, timed from the step's start, when tracing is on:
+  // the names of `loom simulate --trace` (simulator/step_time.cc), so that measured and
+  // simulated iterations open side by side in Perfetto.
+  enum class Event { kForward, kBackward, kP2pForward, kP2pBackward, kDpReduction, kOptimizer };
+  struct TimedEvent {
+    Event kind = Event::kForward;
+    int64_t microbatch = 0, chunk = 0;  // chunk: the virtual stage
+    double start_s = 0, duration_s = 0;
+  };
+  void set_tracing(bool on) { tracing_ = on; }
+  const std::vector<TimedEvent>& last_step_events() const { return events_; }
   const core::Layout& layout() const { return layout_; }
   // Bytes of training state on this rank (weights, gradients, gradient shard, Adam moments of
   // its shard) and the high-water bytes of its chunks' activations and scratch.
@@ -120,6 +133,12 @@ class ParallelTrainer {
   std::unique_ptr<AdamW> optim_;          // ZeRO 0-2: the moments of this rank's shard
   std::unique_ptr<Zero3Shards> zero3_;    // ZeRO-3: the shares of weights, gradients, moments
   int64_t message_floats_ = 0;
+  bool tracing_ = false;
+  std::chrono::steady_clock::time_point step_start_;
+  std::vector<TimedEvent> events_;
+  // Records an event that began at `since` and ends now (when tracing).
+  void record(Event kind, int64_t microbatch, int64_t chunk,
+              std::chrono::steady_clock::time_point since);
   std::map<std::tuple<bool, int64_t, int64_t>, std::vector<float>> stash_;  // early messages
 };
 

@@ -39,6 +39,7 @@ struct TrainConfig {
   int64_t keep_last = 3;            // complete checkpoints kept
   bool resume = false;              // continue from the newest complete checkpoint in --save
   std::string log;                  // JSON-lines metrics file ("" : none)
+  std::string trace;                // Chrome trace of the last iteration ("" : none)
   int64_t threads = 0;              // OpenMP threads (0: all cores)
   bool quiet = false;               // no per-iteration lines on stdout
   // Fault injection for the tests of the guard and of resume (hidden from --help).
@@ -103,6 +104,10 @@ void visit_train_fields(TrainConfig& c, V& v) {
   v.flag("resume", "--resume", "continue from the newest complete checkpoint in --save",
          c.resume);
   v.text("log", "--log", "JSON-lines metrics file", c.log);
+  v.text("trace", "--trace",
+         "write the last iteration of a --tp/--pp/--dp run as a Chrome trace (the event names "
+         "of `loom simulate --trace`)",
+         c.trace);
   v.integer("threads", "--threads", "CPU threads (0: all cores)", c.threads);
   v.flag("quiet", "--quiet", "no per-iteration lines (the log and the summary remain)", c.quiet);
   v.real("comm_timeout_s", "--comm-timeout",

@@ -31,8 +31,14 @@ struct StepRecord {
   // An applied iteration of `tokens` tokens that took step_time_s.
   static StepRecord of(int64_t step, double loss, double lr, double grad_norm,
                        double step_time_s, double tokens) {
-    return {.step = step, .loss = loss, .lr = lr, .grad_norm = grad_norm,
-            .step_time_s = step_time_s, .tokens_per_s = tokens / step_time_s};
+    StepRecord r;
+    r.step = step;
+    r.loss = loss;
+    r.lr = lr;
+    r.grad_norm = grad_norm;
+    r.step_time_s = step_time_s;
+    r.tokens_per_s = tokens / step_time_s;
+    return r;
   }
   int64_t step = 0;
   double loss = 0.0;         // mean token loss of the iteration (before any skip)

@@ -18,6 +18,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <set>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -137,6 +138,42 @@ TEST(ParallelRun, ShardedCheckpointsExportAndEvaluateAsTheSingleProcessOnes) {
   std::filesystem::remove_all(sharded);
   std::filesystem::remove_all(single);
   std::filesystem::remove(tokens);
+}
+
+// `loom train --trace` writes the measured iteration with the span and track names of
+// `loom simulate --trace` for the same layout (one rank per pipeline stage).
+TEST(ParallelRun, TraceHasTheSimulatorsNames) {
+  const std::string dir = fresh_dir("trace");
+  std::filesystem::create_directories(dir);
+  const std::string layout = " --pp 2 --dp 2 --zero 1 --mbs 2 --gbs 8 --seq 32";
+  ASSERT_EQ(run(std::string(LOOM_BINARY) + " train --model tiny-llama --synthetic --steps 2 " +
+                "--threads 1 --no-spike-guard --trace " + dir + "/measured.json" + layout +
+                " > /dev/null")
+                .exit_code,
+            0);
+  ASSERT_EQ(run(std::string(LOOM_BINARY) + " simulate --model tiny-llama --cluster dgx-a100-80gb " +
+                "--framework loom --gpus 4 --trace " + dir + "/simulated.json" + layout +
+                " > /dev/null")
+                .exit_code,
+            0);
+  std::vector<std::set<std::string>> names, tracks;
+  for (const char* f : {"/measured.json", "/simulated.json"}) {
+    std::ifstream in(dir + f);
+    const auto events = nlohmann::json::parse(in).at("traceEvents");
+    names.emplace_back();
+    tracks.emplace_back();
+    for (const auto& e : events) {
+      if (e.at("ph") == "M") tracks.back().insert(e.at("args").at("name").get<std::string>());
+      if (e.at("ph") == "X") {
+        names.back().insert(e.at("name").get<std::string>());
+        EXPECT_GE(e.at("dur").get<double>(), 0.0);
+      }
+    }
+  }
+  EXPECT_EQ(names[0], names[1]);
+  EXPECT_EQ(tracks[0], tracks[1]);
+  EXPECT_TRUE(names[0].count("forward mb1 chunk1")) << "micro-batch 1 on stage 1";
+  std::filesystem::remove_all(dir);
 }
 
 TEST(ParallelRun, MpiRanksMatchTheSingleProcessTrainer) {
