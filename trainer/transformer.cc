@@ -161,7 +161,7 @@ void Transformer<T>::size_slot(Slot& slot) {
   }
   resize(slot.x_final, n_ * d_.h);
   if (shard_.head) {
-    for (auto* v : {&slot.xf, &slot.dxf}) resize(*v, n_ * d_.h);
+    resize(slot.xf, n_ * d_.h);
     resize(slot.final_mean, n_);
     resize(slot.final_rstd, n_);
   }
@@ -433,7 +433,8 @@ core::Status Transformer<T>::forward_stack(Slot& slot) {
 }
 
 // The LM head and the loss in row chunks; with `backward` the LM head's gradient is added to
-// its unit's gradients and d loss / d xf goes into slot.dxf (summed over the tensor-parallel
+// its unit's gradients and d loss / d xf replaces xf in slot.xf, chunk by chunk once a chunk's
+// rows have been used (summed over the tensor-parallel
 // group: each rank's logits columns contribute a part).
 template <typename T>
 core::Status Transformer<T>::loss_chunks(Slot& slot, T grad_scale, bool backward, double* loss) {
@@ -466,9 +467,10 @@ core::Status Transformer<T>::loss_chunks(Slot& slot, T grad_scale, bool backward
     }
     if (!backward) continue;
     ops::matmul_tn<T>(d_.vp, d_.h, r, logits_.data(), x, gr + lm_head_, T(1));
-    ops::matmul_nn<T>(r, d_.h, d_.vp, logits_.data(), w, slot.dxf.data() + r0 * d_.h, T(0));
+    // x's rows are consumed (logits and the LM head's gradient): their gradient takes their place.
+    ops::matmul_nn<T>(r, d_.h, d_.vp, logits_.data(), w, slot.xf.data() + r0 * d_.h, T(0));
   }
-  if (backward) reduce_tp(slot.dxf.data(), n_ * d_.h);
+  if (backward) reduce_tp(slot.xf.data(), n_ * d_.h);
   release_unit(lm_head_unit_);
   *loss = total;
   return comm_status_;
@@ -528,12 +530,12 @@ core::Status Transformer<T>::stage_backward(int id, const T* p, T* gr, const T* 
 
 template <typename T>
 core::Status Transformer<T>::backward_stack(Slot& slot, const T* dy, T* dx_in) {
-  if (shard_.head) {  // loss_chunks left d xf in slot.dxf
+  if (shard_.head) {  // loss_chunks left d xf in slot.xf
     const int u = static_cast<int>(layers_) + 1;
     const T* p = unit_params(u);
     T* gr = p != nullptr ? unit_grads(u) : nullptr;
     if (gr == nullptr) return comm_status_;
-    norm_backward(slot.dxf.data(), slot.x_final.data(), final_norm_w_, final_norm_b_, p, gr,
+    norm_backward(slot.xf.data(), slot.x_final.data(), final_norm_w_, final_norm_b_, p, gr,
                   slot.final_mean.data(), slot.final_rstd.data(), dx_.data());
     release_unit(u);
   } else {
@@ -620,8 +622,7 @@ int64_t Transformer<T>::workspace_bytes() const {
     for (const auto& a : slot.acts) add_acts(a);
     for (const auto& x : slot.block_in) total += bytes_of(x);
     for (const auto* v : {&slot.embed_pre_norm, &slot.embed_mean, &slot.embed_rstd,
-                          &slot.x_final, &slot.xf, &slot.final_mean, &slot.final_rstd,
-                          &slot.dxf}) {
+                          &slot.x_final, &slot.xf, &slot.final_mean, &slot.final_rstd}) {
       total += bytes_of(*v);
     }
   }

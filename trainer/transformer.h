@@ -113,7 +113,8 @@ class Transformer {
     std::vector<std::vector<T>> block_in;  // block inputs kept under full recompute
     std::vector<T> embed_pre_norm, embed_mean, embed_rstd;  // embedding LayerNorm (BLOOM)
     std::vector<T> x_final;                // [N, h] the last block's output
-    std::vector<T> xf, final_mean, final_rstd, dxf;  // head: final norm, d loss / d xf
+    // Head: the final norm's output, then (after the fused loss) d loss / d xf in its place.
+    std::vector<T> xf, final_mean, final_rstd;
     std::vector<int32_t> inputs, targets;
   };
 
