@@ -98,7 +98,6 @@ class ParallelTrainer {
   };
   void set_tracing(bool on) { tracing_ = on; }
   const std::vector<TimedEvent>& last_step_events() const { return events_; }
-  const core::Layout& layout() const { return layout_; }
   // Bytes of training state on this rank (weights, gradients, gradient shard, Adam moments of
   // its shard) and the high-water bytes of its chunks' activations and scratch.
   int64_t state_bytes() const;

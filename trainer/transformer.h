@@ -56,7 +56,6 @@ class Transformer {
 
   const core::ModelSpec& spec() const { return spec_; }
   const ParamLayout& layout() const { return layout_; }
-  const ModelShard& shard() const { return shard_; }
   core::Recompute recompute() const { return recompute_; }
 
   // Whole model. tokens: [b, s + 1] int32 (inputs tokens[:, :s], targets tokens[:, 1:]);
