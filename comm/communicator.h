@@ -1,7 +1,9 @@
 // Communicator: the one collective interface of the parallel trainer (all-reduce, reduce-scatter,
 // all-gather, broadcast, send/recv, barrier, split into sub-groups), with an in-process thread
-// backend (thread_comm.h) and an MPI backend (mpi_comm.h). Every call has a timeout and every
-// failure names the rank, the group and the call. Tested in tests/comm/ against serial references.
+// backend (thread_comm.h), an MPI backend (mpi_comm.h), both on host memory, and an NCCL backend
+// (nccl_comm.h, loom_comm_nccl) on device memory: the pointers a backend is given live where it
+// says. Every call has a timeout and every failure names the rank, the group and the call.
+// Tested in tests/comm/ against serial references.
 #pragma once
 
 #include <chrono>
@@ -20,12 +22,14 @@ const char* to_string(ReduceOp op);
 const char* to_string(DType t);
 int64_t dtype_bytes(DType t);
 
-// Determinism contract (every backend): a sum is computed as
+// Determinism contract (thread and MPI backends): a sum is computed as
 //   out[i] = ((c_0[i] + c_1[i]) + c_2[i]) + ... + c_{n-1}[i]
 // with c_r the contribution of rank r of the group, in rank order, whatever order the
 // contributions arrive in, and every rank gets the same bits. The parallel trainer's
-// equivalence tests compare bits against the single-rank run, so no backend may use a
-// reduction whose association depends on timing or topology (as NCCL rings and trees do).
+// equivalence tests compare bits against the single-rank run on these backends. The NCCL
+// backend does not keep it: its rings and trees associate by algorithm and topology; every rank
+// still gets the same bits, and pinning NCCL_ALGO/NCCL_PROTO makes runs on one machine
+// reproducible (nccl_comm.h says exactly what holds).
 //
 // Usage (one object per rank, used by that rank's thread only):
 //   auto world = make_thread_world(4);          // or make_mpi_world(&argc, &argv)

@@ -1,14 +1,15 @@
 // The MPI backend across 4 processes (run by ctest under mpirun -np 4, label mpi): every
 // collective against the serial reference with bit-identical rank-order sums, split, send/recv,
-// launch_env under mpirun, and the timeout path (rank 3 skips a collective; ranks 0-2 must get
-// an error naming rank, group and call). Exits non-zero on any failed check. With --abort,
-// rank 0 calls mpi_abort() instead.
+// launch_env under mpirun, the bootstrap of an NCCL-id-sized blob over MPI, and the timeout path
+// (rank 3 skips a collective; ranks 0-2 must get an error naming rank, group and call). Exits
+// non-zero on any failed check. With --abort, rank 0 calls mpi_abort() instead.
 #include "comm/mpi_comm.h"
 
 #include <cstdio>
 #include <cstring>
 #include <thread>
 
+#include "comm/bootstrap.h"
 #include "comm/launch_env.h"
 #include "tests/comm/comm_test_util.h"
 
@@ -113,6 +114,27 @@ void check_launch_env(Communicator& world) {
   }
 }
 
+// Rank 0's 128-byte blob (an ncclUniqueId's size, with bytes that are NaNs as fp64) reaches every
+// rank, through the chooser's "mpi" method and through a split group.
+void check_bootstrap(Communicator& world) {
+  std::vector<uint8_t> blob(128, 0xFF);
+  for (size_t i = 16; i < blob.size(); ++i) blob[i] = static_cast<uint8_t>(i * 29 + 3);
+  const std::vector<uint8_t> mine = world.rank() == 0 ? blob : std::vector<uint8_t>(5, 1);
+  auto info = launch_info_from_env();
+  auto method = parse_bootstrap_method("mpi");
+  CHECK(info.ok() && method.ok(), "launch info / method");
+  if (!info.ok() || !method.ok()) return;
+  auto got = bootstrap_blob(*info, *method, mine, std::chrono::seconds(20));
+  CHECK(got.ok(), "{}", got.status().message());
+  CHECK(got.ok() && *got == blob, "mpi bootstrap delivered other bytes");
+  auto sub = world.split(world.rank() % 2, world.rank(), "bootstrap-half");
+  CHECK(sub.ok(), "{}", sub.status().message());
+  if (!sub.ok()) return;
+  const std::vector<uint8_t> half_blob(3, static_cast<uint8_t>(world.rank() % 2 + 7));
+  auto half = bootstrap_via_communicator(**sub, (*sub)->rank() == 0 ? half_blob : mine);
+  CHECK(half.ok() && *half == half_blob, "bootstrap over a split group");
+}
+
 // Rank 3 skips an all_reduce on a sub-communicator with a 1 s timeout; ranks 0-2 must fail
 // naming themselves, the group and the call. Rank 3 then joins late so the abandoned requests
 // complete and every process can finalize (instead of MPI_Abort).
@@ -175,6 +197,7 @@ int main(int argc, char** argv) {
       }
       check_split_and_p2p(*world);
       check_launch_env(*world);
+      check_bootstrap(*world);
       check_timeout(*world);
     }
     int failures = g_failures, total = 0;
