@@ -47,8 +47,11 @@ std::string render_memory_report(const Scenario& s, const sim::MemoryReport& r) 
   for (const auto& st : r.stages) {
     const double optimizer = st.item("master_weights") + st.item("optimizer_states");
     const double grads = st.item("gradients") + st.item("half_gradients") + st.item("ddp_buckets");
-    const double transient = std::max(st.item("backward_working"), st.item("logits_and_loss"));
-    const double buffers = st.item("comm_buffers") + st.item("zero3_buffers");
+    const double transient =
+        r.fixed_arenas ? st.item("backward_working") + st.item("logits_and_loss")
+                       : std::max(st.item("backward_working"), st.item("logits_and_loss"));
+    const double buffers =
+        st.item("comm_buffers") + st.item("zero2_buffers") + st.item("zero3_buffers");
     t.add_row({std::to_string(st.stage), st.holds, fmt::format("{:.2f}", st.work_block_equivalents),
                fmt::format("{:.0f} M", st.params_per_rank / 1e6),
                std::to_string(st.microbatches_in_flight), format_gib(st.item("weights")),
@@ -58,8 +61,11 @@ std::string render_memory_report(const Scenario& s, const sim::MemoryReport& r) 
                format_gib(r.capacity_bytes - st.peak_bytes), format_gib(st.observed_bytes())});
   }
   out += t.render();
-  out += "\nwork: forward compute in transformer-block equivalents (the LM head + loss counts its "
-         "share);\nbwd/logits: the larger transient of one block's backward and the LM-head loss;\n"
+  out += std::string("\nwork: forward compute in transformer-block equivalents (the LM head + "
+                     "loss counts its share);\nbwd/logits: ") +
+         (r.fixed_arenas ? "one block's backward scratch plus the LM-head logits chunk (fixed "
+                           "arenas, both held);\n"
+                         : "the larger transient of one block's backward and the LM-head loss;\n") +
          "fixed: CUDA context, workspaces, NCCL buffers; peak = what must fit; observed adds the\n"
          "caching allocator's reserve (what nvidia-smi shows). Memory in GiB.\n\n";
   out += fmt::format("Peak     {:.2f} GiB on stage {} of {:.2f} GiB usable: {}\n",

@@ -68,7 +68,7 @@ core::Status run_run(const RunArgs& a) {
                        a.gpus);
   }
   req.cluster_name = a.cluster;
-  req.framework = sim::Framework::kLoom;
+  req.framework = cpu ? sim::Framework::kLoomCpu : sim::Framework::kLoom;
   req.precision = cpu ? core::Precision::kFp32 : core::Precision::kBf16;
   req.gpus = a.gpus;
   req.gbs = a.gbs;

@@ -9,6 +9,11 @@ ActivationOptions ActivationOptions::from_framework(const FrameworkTraits& t) {
   o.flash_attention = t.flash_attention;
   o.swiglu_saved_f = t.swiglu_saved_f;
   o.attention_extra_kv_copies = t.attention_extra_kv_copies;
+  o.backward_h_buffers = t.backward_h_buffers;
+  o.backward_q_buffers = t.backward_q_buffers;
+  o.backward_kv_buffers = t.backward_kv_buffers;
+  o.backward_extra_f_buffers = t.backward_extra_f_buffers;
+  o.selective_drops_attention_output = t.selective_drops_attention_output;
   return o;
 }
 
@@ -70,12 +75,21 @@ BlockActivations block_activations(const core::ModelSpec& m, const core::Layout&
   BlockActivations out;
   const double kept_without_scores = tokens * (replicated / sp_div + sharded / t);
   out.selective_bytes = kept_without_scores;
+  // The attention output and the log-sum-exp, when selective recompute drops them too.
+  if (o.selective_drops_attention_output && o.flash_attention) {
+    out.selective_bytes -= tokens * (a * q + 4.0 * heads) / t;
+  }
   out.full_bytes = kept_without_scores + tokens * scores / t;
   out.checkpoint_bytes = tokens * a * h / sp_div;  // the block input
-  // Gradients alive during one block's backward: the residual-stream gradient in and out
-  // (2 x h, sharded under SP) and the gradient of the widest intermediate (MLP-in output).
+  // Gradients alive during one block's backward: the residual-stream gradients (sharded
+  // under SP), the gradient of the widest intermediate (MLP-in output) and whatever else the
+  // framework keeps (attention gradients, the activation's gradient).
   const double mlp_in = (m.mlp == core::MlpKind::kSwiGlu ? 2.0 : 1.0) * f;
-  out.grad_working_bytes = tokens * a * (2.0 * h / sp_div + mlp_in / t);
+  out.grad_working_bytes =
+      tokens * a *
+      (o.backward_h_buffers * h / sp_div +
+       (mlp_in + o.backward_extra_f_buffers * f + o.backward_q_buffers * q +
+        o.backward_kv_buffers * kv) / t);
   return out;
 }
 

@@ -16,6 +16,11 @@ struct ActivationOptions {
   bool dropout = false;  // hidden and attention dropout (1-byte masks)
   double swiglu_saved_f = 3;
   double attention_extra_kv_copies = 0;
+  double backward_h_buffers = 2;  // FrameworkTraits' activation-gradient widths
+  double backward_q_buffers = 0;
+  double backward_kv_buffers = 0;
+  double backward_extra_f_buffers = 0;
+  bool selective_drops_attention_output = false;
 
   static ActivationOptions from_framework(const FrameworkTraits& t);
 };

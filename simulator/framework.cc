@@ -15,6 +15,10 @@ constexpr double kPyTorchReserveFraction = 0.3;
 // 8-16 thread blocks on A100/H100 (NCCL_MIN/MAX_NCHANNELS defaults), 7-15% of 108-132 SMs,
 // while they overlap GEMMs; an estimate, not fitted.
 
+// Logits per chunk of Loom's fused cross-entropy (kLogitsChunkElements in
+// trainer/transformer.cc and trainer/cuda_transformer.cc).
+constexpr double kLoomLogitsChunk = 16777216;  // 2^24
+
 const FrameworkTraits kTraits[] = {
     {
         .id = Framework::kMegatron,
@@ -198,7 +202,7 @@ const FrameworkTraits kTraits[] = {
         .id = Framework::kLoom,
         .name = "loom",
         .description =
-        "Loom's own trainer: one device allocation per buffer class, fused chunked LM-head "
+        "Loom's CUDA trainer: one device allocation per buffer class, fused chunked LM-head "
         "cross-entropy that overwrites the logits with their gradients",
         .grad_bytes_bf16 = 4,
         .grad_bytes_fp16 = 4,
@@ -212,8 +216,14 @@ const FrameworkTraits kTraits[] = {
         .swiglu_saved_f = 3,
         .attention_extra_kv_copies = 0,
         .logits_bytes_per_element = 2,  // bf16 logits, overwritten in place by dlogits
+        .logits_chunk_elements = kLoomLogitsChunk,
         .flash_attention = true,
+        // trainer/cuda_transformer.cc prepare(): dr, dxn, mlp_out [h]; dattn, dq [q]; dk, dv
+        // [kv]; dact [f] besides dg, du.
+        .backward_h_buffers = 3, .backward_q_buffers = 2, .backward_kv_buffers = 2,
+        .backward_extra_f_buffers = 1,
         .allocator_reserve_fraction = 0.0,  // no caching allocator: fixed arenas
+        .fixed_arenas = true,
         // Loom's trainer: collectives on the compute stream (no overlap yet).
         .tp_comm_overlap = 0.0, .dp_comm_overlap = 0.0, .iteration_overhead_s = 0.0,
         // Loom's fused attention (kernels/cuda/attention_fused.cu, mma.sync at 12.5% occupancy)
@@ -223,6 +233,40 @@ const FrameworkTraits kTraits[] = {
         // tests/data/calibration/h200-loom-attention-2026-11-28.json, checked in
         // tests/sim/calibration_test.cc). Not measured on other GPUs.
         .attention_efficiency_scale = 0.25,
+        .tied_copy_optimizer_saved = false,
+    },
+    {
+        .id = Framework::kLoomCpu,
+        .name = "loom-cpu",
+        .description =
+        "Loom's CPU trainer (trainer/transformer.h, the parallel trainer's ranks): fp32, "
+        "buffers sized once per shape, chunked LM-head cross-entropy",
+        .grad_bytes_bf16 = 4,
+        .grad_bytes_fp16 = 4,
+        .half_grad_transient_bytes = 0,
+        .fsdp_flat_params = false,
+        .extra_optimizer_bytes_fp16 = 0,
+        .ddp_bucket_bytes = 0,
+        // trainer/zero3.h: the unit being computed is gathered (no prefetch), with its full
+        // gradients until they are reduce-scattered; fp32 throughout.
+        .zero3_gathered_layers = 1, .zero3_gather_bytes_per_param = 4,
+        .zero3_unsharded_grad_bytes = 4,
+        .zero3_max_live_params = 0, .zero3_reduce_bucket_params = 0,
+        .zero2_unit_gradients = true,  // trainer/zero_shards.h
+        .zero_staging_bytes_per_param = 4,
+        .swiglu_saved_f = 3,  // g, u and the product (the down projection's input)
+        .attention_extra_kv_copies = 0,
+        .logits_bytes_per_element = 2,  // one logits chunk in the activation dtype (fp32: 4)
+        .logits_chunk_elements = kLoomLogitsChunk,
+        .flash_attention = true,  // kernels/cpu attention keeps the log-sum-exp only
+        // trainer/transformer.cc prepare(): dxn, dres and the stage's dx, dx2 [h]; dattn, dq
+        // [q]; dk, dv [kv]; dact [f] besides dg (SwiGLU) and du.
+        .backward_h_buffers = 4, .backward_q_buffers = 2, .backward_kv_buffers = 2,
+        .backward_extra_f_buffers = 1,
+        .selective_drops_attention_output = true,
+        .allocator_reserve_fraction = 0.0,
+        .fixed_arenas = true,
+        .tp_comm_overlap = 0.0, .dp_comm_overlap = 0.0, .iteration_overhead_s = 0.0,
         .tied_copy_optimizer_saved = false,
     },
 };

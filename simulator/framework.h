@@ -12,7 +12,9 @@
 
 namespace loom::sim {
 
-enum class Framework { kMegatron, kMegatron2021, kMegatronDeepSpeed, kFsdp, kNanotron, kLoom };
+enum class Framework {
+  kMegatron, kMegatron2021, kMegatronDeepSpeed, kFsdp, kNanotron, kLoom, kLoomCpu
+};
 
 struct FrameworkTraits {
   Framework id;
@@ -48,6 +50,13 @@ struct FrameworkTraits {
   // to stage3_max_live_parameters and reduces through a reduce_bucket_size bucket.
   double zero3_max_live_params;
   double zero3_reduce_bucket_params;
+  // ZeRO-2 reduce-scatters each unit's gradients as soon as its backward ends (Loom's trainer):
+  // one unit's unsharded gradients (zero3_unsharded_grad_bytes per parameter) at a time, instead
+  // of the full gradients being reduced at the end.
+  bool zero2_unit_gradients = false;
+  // Bytes per parameter of the 1 / dp share of the largest unit that a unit's reduce-scatter
+  // lands in before it is added to the gradient shard (ZeRO-2/3 by unit; 0: in place).
+  double zero_staging_bytes_per_param = 0;
 
   // --- Activations --------------------------------------------------------------------------
   // f-wide tensors a SwiGLU MLP saves for backward, in units of (tokens x f/tp x act bytes):
@@ -58,12 +67,28 @@ struct FrameworkTraits {
   // GEMM inputs (e.g. nanotron's concatenated K/V copy: 2 x kv width).
   double attention_extra_kv_copies;
   // Bytes per logit element alive at the cross-entropy peak (per micro-batch, on the stage
-  // that computes the loss): Megatron keeps bf16 logits (2) and an fp32 softmax (4).
+  // that computes the loss): Megatron keeps bf16 logits (2) and an fp32 softmax (4). Given for
+  // half-precision training; fp32 training doubles it.
   double logits_bytes_per_element;
+  // Logits computed at once: the fused cross-entropy walks the micro-batch's tokens in chunks
+  // of at most this many logits (0: the whole micro-batch's logits at once).
+  double logits_chunk_elements = 0;
   bool flash_attention;  // default attention kernel: no s^2 score matrix
   // Hidden and attention dropout on by default (Megatron-LM's 0.1 of 2020-22; today's LLM
   // pretraining configurations set it to 0): 1-byte masks and their kernels.
   bool dropout = false;
+  // Activation gradients alive while one block runs backward, per token, in widths of the
+  // residual stream h, the query q and the key/value kv, and of the MLP's f beyond the
+  // gradient of its input GEMM's output (2f SwiGLU, f GeLU; always counted). Default: the
+  // residual-stream gradient in and out (2 h).
+  double backward_h_buffers = 2;
+  double backward_q_buffers = 0;
+  double backward_kv_buffers = 0;
+  double backward_extra_f_buffers = 0;
+  // Selective recompute drops each block's attention output and log-sum-exp and recomputes
+  // them in backward into one shared buffer (Loom's CPU trainer). Megatron's selective
+  // recompute with flash attention keeps them (the output is the projection's saved input).
+  bool selective_drops_attention_output = false;
 
   // --- Allocator --------------------------------------------------------------------------
   // Memory a caching allocator keeps reserved beyond the live tensors, as a fraction of the
@@ -71,6 +96,11 @@ struct FrameworkTraits {
   // sizes fragment the pool). It is what monitoring shows, not what must fit: PyTorch frees
   // its cached blocks and retries before it reports out-of-memory.
   double allocator_reserve_fraction;
+  // Every activation buffer carved once per shape (Loom's trainers): a block's backward
+  // scratch and the logits chunk stay allocated next to the stashed activations, so both
+  // count toward the peak. With a caching allocator (false) each is freed before the other
+  // phase and only the larger counts.
+  bool fixed_arenas = false;
 
   // --- Step time ----------------------------------------------------------------------------
   // Share of tensor-parallel collective time hidden behind GEMMs (0: Megatron without

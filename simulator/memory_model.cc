@@ -3,6 +3,7 @@
 #include "simulator/memory_model.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "core/units.h"
 #include "simulator/checkpoint_model.h"
@@ -71,6 +72,17 @@ double zero3_buffer_bytes(const FrameworkTraits& fw, const StageContents& c) {
   return gathered * fw.zero3_gather_bytes_per_param + unsharded_grads * fw.zero3_unsharded_grad_bytes;
 }
 
+// ZeRO-2 by unit: one unit's unsharded gradients before their reduce-scatter.
+double zero2_buffer_bytes(const FrameworkTraits& fw, const StageContents& c) {
+  return static_cast<double>(c.largest_unit_params) * fw.zero3_unsharded_grad_bytes;
+}
+
+// The reduce-scatter's landing share of the largest unit (ZeRO-2/3 by unit).
+double zero_staging_bytes(const FrameworkTraits& fw, const Layout& l, const StageContents& c) {
+  const double dp = static_cast<double>(l.dp);
+  return std::ceil(static_cast<double>(c.largest_unit_params) / dp) * fw.zero_staging_bytes_per_param;
+}
+
 // Everything one stage computes from, shared by all stages of a layout.
 struct StageInputs {
   const MemoryModelInput& in;
@@ -95,7 +107,12 @@ StageMemory estimate_stage(const StageInputs& x, const StageContents& c, int64_t
   st.work_block_equivalents = c.work_block_equivalents;
 
   add_parameter_state(fw, l, static_cast<double>(c.params), st.items);
-  if (l.zero == 3) st.items.push_back({"zero3_buffers", zero3_buffer_bytes(fw, c)});
+  if (l.zero == 3) {
+    st.items.push_back({"zero3_buffers", zero3_buffer_bytes(fw, c) + zero_staging_bytes(fw, l, c)});
+  }
+  if (l.zero == 2 && fw.zero2_unit_gradients) {
+    st.items.push_back({"zero2_buffers", zero2_buffer_bytes(fw, c) + zero_staging_bytes(fw, l, c)});
+  }
 
   // Stashed activations of the (chunk, micro-batch) pairs in flight at the first backward.
   const double boundary = x.tokens * x.act_bytes * x.hidden_sharded;  // one [s, b, h] tensor
@@ -109,16 +126,22 @@ StageMemory estimate_stage(const StageInputs& x, const StageContents& c, int64_t
   }
   st.items.push_back({"activations", stash});
 
-  // Transient phases: a block's backward, and the LM head's loss (on the last stage). Only the
-  // larger one counts toward the peak: the logits are freed before the blocks' backward.
+  // Transient phases: a block's backward, and the LM head's loss (on the last stage). With a
+  // caching allocator only the larger one counts toward the peak (the logits are freed before
+  // the blocks' backward); fixed arenas hold both.
   const double working = c.blocks > 0 ? x.block.backward_working(l.recompute) : 0.0;
   double logits = 0;
   if (c.has_lm_head) {
     const double vocab_local = static_cast<double>(m.padded_vocab(l.tp) / l.tp);
-    const double copies = l.schedule == core::PipelineSchedule::kGPipe
+    const double copies = l.schedule == core::PipelineSchedule::kGPipe && !fw.fixed_arenas
                               ? static_cast<double>(l.num_microbatches())
                               : 1.0;
-    logits = x.tokens * vocab_local * fw.logits_bytes_per_element * copies;
+    double elements = x.tokens * vocab_local;
+    if (fw.logits_chunk_elements > 0) {  // whole rows of the vocabulary, at least one
+      const double rows = std::max(1.0, std::floor(fw.logits_chunk_elements / vocab_local));
+      elements = std::min(x.tokens, rows) * vocab_local;
+    }
+    logits = elements * fw.logits_bytes_per_element * (x.act_bytes / 2.0) * copies;
   }
   st.items.push_back({"backward_working", working});
   st.items.push_back({"logits_and_loss", logits});
@@ -135,7 +158,7 @@ StageMemory estimate_stage(const StageInputs& x, const StageContents& c, int64_t
     const std::string_view name = item.name;
     if (name != "backward_working" && name != "logits_and_loss") persistent += item.bytes;
   }
-  st.allocated_bytes = persistent + std::max(working, logits);
+  st.allocated_bytes = persistent + (fw.fixed_arenas ? working + logits : std::max(working, logits));
   st.allocator_reserve_bytes = stash * fw.allocator_reserve_fraction;
   st.fixed_overhead_bytes = core::gib_to_bytes(x.in.cluster.memory.total_gib());
   st.peak_bytes = st.allocated_bytes + st.fixed_overhead_bytes;
@@ -159,6 +182,7 @@ core::Result<MemoryReport> estimate_memory(const MemoryModelInput& in) {
                       static_cast<double>(in.model.hidden_size) / (l.sp ? l.tp : 1)};
 
   MemoryReport report;
+  report.fixed_arenas = fw.fixed_arenas;
   report.capacity_bytes = core::gib_to_bytes(in.cluster.usable_memory_gib());
   std::vector<StageContents> contents;
   contents.reserve(l.pp);
@@ -252,9 +276,11 @@ nlohmann::json memory_report_json(const MemoryReport& r) {
         {"write_time_s", r.checkpoint.write_time_s}}},
       {"warnings", r.warnings},
       {"note",
-       "peak = allocated + fixed overheads (what must fit); observed adds the caching "
-       "allocator's reserve (what nvidia-smi shows; released under memory pressure). Items "
-       "backward_working and logits_and_loss are transient phases: only the larger counts"},
+       std::string("peak = allocated + fixed overheads (what must fit); observed adds the "
+                   "caching allocator's reserve (what nvidia-smi shows; released under memory "
+                   "pressure). Items backward_working and logits_and_loss ") +
+           (r.fixed_arenas ? "are fixed arenas: both count"
+                           : "are transient phases: only the larger counts")},
   };
 }
 

@@ -78,6 +78,7 @@ struct MemoryReport {
   bool fits = false;
   CheckpointEstimate checkpoint;
   std::vector<std::string> warnings;
+  bool fixed_arenas = false;  // the framework holds backward_working and logits_and_loss at once
 
   double peak_gib() const;
 };

@@ -74,10 +74,10 @@ core::Result<std::unique_ptr<ParallelTrainer>> ParallelTrainer::create(
                        layout.tp, spec.padded_vocab(layout.tp), spec.name, layout.tp);
   }
   std::unique_ptr<ParallelTrainer> t(new ParallelTrainer(spec, layout, optim, groups));
-  if (t->zero3_) {
+  if (t->zero_) {
     std::vector<float> local(static_cast<size_t>(t->count_)), zeros(local.size(), 0.f);
     t->scatter_full(init, local.data());
-    t->zero3_->scatter(local.data(), zeros.data(), zeros.data());
+    t->zero_->scatter(local.data(), zeros.data(), zeros.data());
   } else {
     t->scatter_full(init, t->params_.data());
   }
@@ -107,6 +107,8 @@ ParallelTrainer::ParallelTrainer(const core::ModelSpec& spec, const core::Layout
     chunks_.push_back(std::make_unique<Transformer<float>>(
         spec, layout.recompute, chunk_shard(layout, groups->coords.tp, pp_rank, c),
         groups->tp.get()));
+    if (c > 0) chunks_.back()->share_scratch(*chunks_[0]);  // one chunk runs at a time
+    chunks_.back()->free_released_slots(vpp > 1);
     parts.push_back(&chunks_.back()->layout());
   }
   rank_layout_ = ParamLayout::concat(parts);
@@ -128,9 +130,10 @@ ParallelTrainer::ParallelTrainer(const core::ModelSpec& spec, const core::Layout
     tied_size_ = spec.padded_vocab(layout.tp) / layout.tp * spec.hidden_size;
   }
   count_ = rank_layout_.total();
-  if (layout.zero == 3) {  // pp == 1 (check_layout): one chunk, its units sharded over dp
-    zero3_ = std::make_unique<Zero3Shards>(*chunks_[0], optim, groups->dp.get());
-    chunks_[0]->set_param_source(zero3_.get());
+  if (layout.zero >= 2) {  // pp == 1 (check_layout): one chunk, its units sharded over dp
+    zero_ = std::make_unique<ZeroShards>(*chunks_[0], optim, groups->dp.get(),
+                                         static_cast<int>(layout.zero));
+    chunks_[0]->set_param_source(zero_.get());
     return;
   }
   const int64_t dp = layout.dp;
@@ -143,8 +146,6 @@ ParallelTrainer::ParallelTrainer(const core::ModelSpec& spec, const core::Layout
   }
   params_.assign(padded_, 0.f);
   grads_.assign(padded_, 0.f);
-  if (layout.zero >= 1) shard_grads_.assign(shard_end_ - shard_begin_, 0.f);
-  if (layout.zero == 2) staging_.assign(shard_end_ - shard_begin_, 0.f);
   optim_ = std::make_unique<AdamW>(rank_layout_, optim, shard_begin_, shard_end_);
 }
 
@@ -197,8 +198,7 @@ core::Result<ParallelTrainer::Step> ParallelTrainer::train_step(
   step_start_ = clock::now();
   events_.clear();
   std::fill(grads_.begin(), grads_.end(), 0.f);
-  if (layout_.zero >= 1) std::fill(shard_grads_.begin(), shard_grads_.end(), 0.f);
-  if (zero3_) zero3_->zero_grads();
+  if (zero_) zero_->zero_grads();
   double loss_sum = 0;
   LOOM_RETURN_IF_ERROR(run_pipeline(micro_batches, groups_->coords.dp * per_rank, per_rank, mbs,
                                     seq, static_cast<float>(1.0 / tokens), &loss_sum));
@@ -212,24 +212,23 @@ core::Result<ParallelTrainer::Step> ParallelTrainer::train_step(
   const double clip = optim_cfg_.clip_grad;
   auto coefficient = [&](double norm) { return clip > 0 && norm > clip ? clip / (norm + 1e-6) : 1.0; };
   comm::Communicator& dpc = *groups_->dp;
-  if (zero3_) {  // the gradients are in the shares already (reduce-scattered unit by unit)
-    double squares = zero3_->grad_sum_of_squares(unique_);
+  if (zero_) {  // the gradients are in the shares already (reduce-scattered unit by unit)
+    double squares = zero_->grad_sum_of_squares(unique_);
     LOOM_RETURN_IF_ERROR(dpc.all_reduce(&squares, 1, comm::ReduceOp::kSum));
     LOOM_RETURN_IF_ERROR(groups_->tp->all_reduce(&squares, 1, comm::ReduceOp::kSum));
     out.grad_norm = std::sqrt(squares);
     const auto optimizer_start = clock::now();
-    zero3_->update(lr, coefficient(out.grad_norm));
+    LOOM_RETURN_IF_ERROR(zero_->update(lr, coefficient(out.grad_norm)));
     record(Event::kOptimizer, 0, 0, optimizer_start);
     return out;
   }
+  // ZeRO-1: the shard's summed gradients land in place, at the start of grads_.
   float* shard = grads_.data();
   const auto reduce_start = clock::now();
   if (layout_.zero == 0) {
     LOOM_RETURN_IF_ERROR(dpc.all_reduce(grads_.data(), padded_, comm::ReduceOp::kSum));
   } else {
-    if (layout_.zero == 1)
-      LOOM_RETURN_IF_ERROR(dpc.reduce_scatter(grads_.data(), shard_grads_.data(), padded_ / dp));
-    shard = shard_grads_.data();
+    LOOM_RETURN_IF_ERROR(dpc.reduce_scatter(grads_.data(), grads_.data(), padded_ / dp));
   }
   if (dp > 1) record(Event::kDpReduction, 0, 0, reduce_start);
   const auto optimizer_start = clock::now();
@@ -305,14 +304,6 @@ core::Status ParallelTrainer::run_pipeline(const std::vector<std::vector<int32_t
       LOOM_RETURN_IF_ERROR(send_activation(false, v - 1, a.microbatch, dx.data()));
       record(Event::kP2pBackward, a.microbatch, v, sent);
     }
-    if (layout_.zero == 2) {  // pp == 1: this micro-batch's gradients are complete
-      const auto reduce_start = std::chrono::steady_clock::now();
-      const int64_t per = padded_ / layout_.dp;
-      LOOM_RETURN_IF_ERROR(groups_->dp->reduce_scatter(grads_.data(), staging_.data(), per));
-      for (size_t j = 0; j < shard_grads_.size(); ++j) shard_grads_[j] += staging_[j];
-      std::fill(grads_.begin(), grads_.end(), 0.f);
-      record(Event::kDpReduction, a.microbatch, v, reduce_start);
-    }
   }
   return core::ok_status();
 }
@@ -374,11 +365,11 @@ core::Status ParallelTrainer::sync_tied_embedding() {
 
 core::Status ParallelTrainer::shard_state(std::vector<float>* params, std::vector<float>* exp_avg,
                                           std::vector<float>* exp_avg_sq) {
-  if (zero3_) {
-    using What = Zero3Shards::What;
+  if (zero_) {
+    using What = ZeroShards::What;
     for (auto [what, out] : {std::pair{What::kParams, params}, {What::kExpAvg, exp_avg},
                              {What::kExpAvgSq, exp_avg_sq}}) {
-      LOOM_RETURN_IF_ERROR(zero3_->gather(what, out));
+      LOOM_RETURN_IF_ERROR(zero_->gather(what, out));
     }
     return core::ok_status();
   }
@@ -414,13 +405,13 @@ core::Status ParallelTrainer::restore(const std::vector<float>& params,
                          v->size(), full_layout_.total(), spec_.name);
     }
   }
-  if (zero3_) {
+  if (zero_) {
     std::vector<float> p(static_cast<size_t>(count_)), m(p.size()), v(p.size());
     scatter_full(params, p.data());
     scatter_full(exp_avg, m.data());
     scatter_full(exp_avg_sq, v.data());
-    zero3_->scatter(p.data(), m.data(), v.data());
-    zero3_->set_updates(updates);
+    zero_->scatter(p.data(), m.data(), v.data());
+    zero_->set_updates(updates);
     return core::ok_status();
   }
   scatter_full(params, params_.data());
@@ -434,16 +425,13 @@ core::Status ParallelTrainer::restore(const std::vector<float>& params,
 }
 
 int64_t ParallelTrainer::state_bytes() const {
-  if (zero3_) return zero3_->state_bytes() + zero3_->gathered_high_water_bytes();
+  if (zero_) return zero_->state_bytes() + zero_->gathered_high_water_bytes();
   const auto f = static_cast<int64_t>(sizeof(float));
-  return f * static_cast<int64_t>(params_.size() + grads_.size() + shard_grads_.size() +
-                                  staging_.size() + 2 * (shard_end_ - shard_begin_));
+  return f * static_cast<int64_t>(params_.size() + grads_.size() + 2 * (shard_end_ - shard_begin_));
 }
 
 int64_t ParallelTrainer::workspace_bytes() const {
-  int64_t total = 0;
-  for (const auto& c : chunks_) total += c->workspace_high_water_bytes();
-  return total;
+  return chunks_[0]->workspace_high_water_bytes();  // the chunks share scratch and tracking
 }
 
 }  // namespace loom::train

@@ -12,12 +12,13 @@
 //      the shared matrix (Megatron's embedding group);
 //   3. data parallelism over the rank's flat buffer, padded with zeros to equal shards:
 //      ZeRO-0 all-reduces the gradients and every rank runs the full AdamW (DDP); ZeRO-1
-//      reduce-scatters them and each rank updates its 1 / dp shard with that shard's moments,
-//      then the weights are all-gathered (Megatron's distributed optimizer); ZeRO-2
-//      reduce-scatters each micro-batch's gradients when its backward ends (DeepSpeed stage 2),
-//      so it runs without pipelining (as DeepSpeed, which allows only ZeRO-1 with pipelines);
-//      ZeRO-3 also shards the weights by unit and gathers each unit where it runs (zero3.h),
-//      likewise without pipelining;
+//      reduce-scatters them
+//      in place and each rank updates its 1 / dp shard with that shard's moments, then the
+//      weights are all-gathered (Megatron's distributed optimizer); ZeRO-2 reduce-scatters
+//      each unit's gradients (embedding, block, head) as soon as its backward ends, so the
+//      full gradients are never held (DeepSpeed stage 2), and ZeRO-3 also shards the weights by
+//      unit and gathers each unit where it runs (zero_shards.h); both run without pipelining
+//      (as DeepSpeed, which allows only ZeRO-1 with pipelines);
 //   4. the global gradient norm counts each tensor once (copies on tp rank > 0 and the tied
 //      copy are skipped) and is summed over the data-, tensor- and pipeline-parallel groups.
 // The full model maps onto the shards by name and slice (ParamInfo::split_dim), so weights and
@@ -38,7 +39,7 @@
 #include "core/status.h"
 #include "trainer/optimizer.h"
 #include "trainer/transformer.h"
-#include "trainer/zero3.h"
+#include "trainer/zero_shards.h"
 
 namespace loom::train {
 
@@ -85,7 +86,7 @@ class ParallelTrainer {
   // Takes this rank's shards of a full state (as a checkpoint of any layout holds it).
   core::Status restore(const std::vector<float>& params, const std::vector<float>& exp_avg,
                        const std::vector<float>& exp_avg_sq, int64_t updates);
-  int64_t updates() const { return zero3_ ? zero3_->updates() : optim_->updates(); }
+  int64_t updates() const { return zero_ ? zero_->updates() : optim_->updates(); }
 
   // What the rank did in its last train_step, timed from the step's start, when tracing is on:
   // the names of `loom simulate --trace` (simulator/step_time.cc), so that measured and
@@ -98,8 +99,8 @@ class ParallelTrainer {
   };
   void set_tracing(bool on) { tracing_ = on; }
   const std::vector<TimedEvent>& last_step_events() const { return events_; }
-  // Bytes of training state on this rank (weights, gradients, gradient shard, Adam moments of
-  // its shard) and the high-water bytes of its chunks' activations and scratch.
+  // Bytes of training state on this rank (weights, gradients, Adam moments of its shard, the
+  // most that ZeRO-2/3's unsharded unit gradients and gathered units held at once) and the high-water bytes of its chunks' activations and scratch.
   int64_t state_bytes() const;
   int64_t workspace_bytes() const;
 
@@ -128,9 +129,9 @@ class ParallelTrainer {
   std::vector<std::pair<int64_t, int64_t>> unique_;  // ranges counted in the gradient norm
   int64_t tied_offset_ = -1;  // the shared embedding's offset on the first / last stage
   int64_t tied_size_ = 0;
-  std::vector<float> params_, grads_, shard_grads_, staging_;
-  std::unique_ptr<AdamW> optim_;          // ZeRO 0-2: the moments of this rank's shard
-  std::unique_ptr<Zero3Shards> zero3_;    // ZeRO-3: the shares of weights, gradients, moments
+  std::vector<float> params_, grads_;  // ZeRO 0-1 (ZeRO-1: grads_ starts with the reduced shard)
+  std::unique_ptr<AdamW> optim_;       // ZeRO 0-1: the moments of this rank's shard
+  std::unique_ptr<ZeroShards> zero_;   // ZeRO 2-3: the shares of gradients, moments (weights)
   int64_t message_floats_ = 0;
   bool tracing_ = false;
   std::chrono::steady_clock::time_point step_start_;

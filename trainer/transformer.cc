@@ -98,20 +98,21 @@ void Transformer<T>::prepare(int64_t b, int64_t s) {
   n_ = b * s;
   slots_.clear();  // sized again for the new shape when acquired
   if (recompute_ == core::Recompute::kFull) {
-    size_acts(scratch_acts_, true);
-    resize(scratch_acts_.x_in, n_ * d_.h);  // the recomputed block's output (discarded)
+    size_acts(ws_->acts, true);
+    resize(ws_->acts.x_in, n_ * d_.h);  // the recomputed block's output (discarded)
   } else if (recompute_ == core::Recompute::kSelective) {  // one attention core for all blocks
-    resize(scratch_acts_.o, n_ * d_.q_dim);
-    resize(scratch_acts_.lse, b_ * d_.heads * s_);
+    resize(ws_->acts.o, n_ * d_.q_dim);
+    resize(ws_->acts.lse, b_ * d_.heads * s_);
   }
-  for (auto* v : {&sc_.dact, &sc_.dg, &sc_.du}) resize(*v, n_ * d_.ffn);
-  for (auto* v : {&sc_.dxn, &sc_.dres}) resize(*v, n_ * d_.h);
-  for (auto* v : {&sc_.dattn, &sc_.dq}) resize(*v, n_ * d_.q_dim);
-  for (auto* v : {&sc_.dk, &sc_.dv}) resize(*v, n_ * d_.kv_dim);
-  for (auto* v : {&dx_, &dx2_}) resize(*v, n_ * d_.h);
+  for (auto* v : {&ws_->sc.dact, &ws_->sc.du}) resize(*v, n_ * d_.ffn);
+  if (spec_.mlp == core::MlpKind::kSwiGlu) resize(ws_->sc.dg, n_ * d_.ffn);  // the gate's gradient
+  for (auto* v : {&ws_->sc.dxn, &ws_->sc.dres}) resize(*v, n_ * d_.h);
+  for (auto* v : {&ws_->sc.dattn, &ws_->sc.dq}) resize(*v, n_ * d_.q_dim);
+  for (auto* v : {&ws_->sc.dk, &ws_->sc.dv}) resize(*v, n_ * d_.kv_dim);
+  for (auto* v : {&ws_->dx, &ws_->dx2}) resize(*v, n_ * d_.h);
   if (shard_.head) {
     const int64_t rows = std::clamp<int64_t>(kLogitsChunkElements / d_.vp, 1, n_);
-    resize(logits_, rows * d_.vp);
+    resize(ws_->logits, rows * d_.vp);
   }
   if (d_.rot_dim > 0) {
     rope_cos_.assign(s_ * d_.rot_dim / 2, 0.f);
@@ -167,6 +168,7 @@ void Transformer<T>::size_slot(Slot& slot) {
   }
   slot.inputs.assign(n_, 0);
   slot.targets.assign(n_, 0);
+  slot.sized = true;
 }
 
 template <typename T>
@@ -174,6 +176,10 @@ int Transformer<T>::acquire_slot() {
   for (size_t i = 0; i < slots_.size(); ++i) {
     if (!slots_[i].busy) {
       slots_[i].busy = true;
+      if (!slots_[i].sized) {  // freed after its last backward (free_released_slots)
+        size_slot(slots_[i]);
+        track_bytes();
+      }
       return static_cast<int>(i);
     }
   }
@@ -186,7 +192,7 @@ int Transformer<T>::acquire_slot() {
 
 template <typename T>
 typename Transformer<T>::LayerActs& Transformer<T>::acts_for(Slot& slot, int64_t l) {
-  return recompute_ == core::Recompute::kFull ? scratch_acts_ : slot.acts[l];
+  return recompute_ == core::Recompute::kFull ? ws_->acts : slot.acts[l];
 }
 
 template <typename T>
@@ -272,7 +278,7 @@ template <typename T>
 void Transformer<T>::embed_backward(const T* p, T* gr, Slot& slot, T* dx0) {
   T* de = dx0;
   if (spec_.embedding_norm) {
-    de = sc_.dres.data();
+    de = ws_->sc.dres.data();
     norm_backward(dx0, slot.embed_pre_norm.data(), embed_norm_w_, embed_norm_b_, p,
                   gr, slot.embed_mean.data(), slot.embed_rstd.data(), de);
   }
@@ -292,8 +298,8 @@ void Transformer<T>::embed_backward(const T* p, T* gr, Slot& slot, T* dx0) {
 template <typename T>
 void Transformer<T>::attention_core_forward(LayerActs& a) {
   const bool shared = recompute_ == core::Recompute::kSelective;
-  T* o = shared ? scratch_acts_.o.data() : a.o.data();
-  T* lse = shared ? scratch_acts_.lse.data() : a.lse.data();
+  T* o = shared ? ws_->acts.o.data() : a.o.data();
+  T* lse = shared ? ws_->acts.lse.data() : a.lse.data();
   ops::attention_fwd<T>(b_, s_, d_.heads, d_.kv_heads, d_.head_dim, a.q.data(), a.k.data(), a.v.data(),
                         alibi_.empty() ? nullptr : alibi_.data(), o, lse);
 }
@@ -315,7 +321,7 @@ void Transformer<T>::block_forward(int64_t l, const T* p, const T* x_in, LayerAc
                      a.k.data());
   }
   if (attention_core) attention_core_forward(a);
-  const T* attn = recompute_ == core::Recompute::kSelective ? scratch_acts_.o.data() : a.o.data();
+  const T* attn = recompute_ == core::Recompute::kSelective ? ws_->acts.o.data() : a.o.data();
   row_parallel_forward(attn, p, o.wo, o.bo, d_.h, d_.q_dim, a.x_mid.data());
   ops::add_inplace<T>(n_ * d_.h, x_in, a.x_mid.data());
   norm_forward(a.x_mid.data(), o.mlp_norm_w, o.mlp_norm_b, p, a.xn2.data(), a.mean2.data(),
@@ -337,48 +343,48 @@ void Transformer<T>::block_backward(int64_t l, const T* p, T* gr, LayerActs& a, 
                                     const T* dx_out, T* dx_in) {
   const BlockOffsets& o = blocks_[l];
   // MLP: x_out = x_mid + act W_down^T (row-parallel: dy is whole, dact is this rank's columns)
-  linear_backward(dx_out, a.act.data(), p, gr, o.w_down, o.b_down, d_.h, d_.ffn, sc_.dact.data(),
+  linear_backward(dx_out, a.act.data(), p, gr, o.w_down, o.b_down, d_.h, d_.ffn, ws_->sc.dact.data(),
                   false);
   if (spec_.mlp == core::MlpKind::kSwiGlu) {
-    ops::swiglu_bwd<T>(n_ * d_.ffn, sc_.dact.data(), a.g.data(), a.u.data(), sc_.dg.data(),
-                       sc_.du.data());
-    linear_backward(sc_.dg.data(), a.xn2.data(), p, gr, o.w_gate, -1, d_.ffn, d_.h, sc_.dxn.data(),
+    ops::swiglu_bwd<T>(n_ * d_.ffn, ws_->sc.dact.data(), a.g.data(), a.u.data(), ws_->sc.dg.data(),
+                       ws_->sc.du.data());
+    linear_backward(ws_->sc.dg.data(), a.xn2.data(), p, gr, o.w_gate, -1, d_.ffn, d_.h, ws_->sc.dxn.data(),
                     false);
-    linear_backward(sc_.du.data(), a.xn2.data(), p, gr, o.w_up, -1, d_.ffn, d_.h, sc_.dxn.data(),
+    linear_backward(ws_->sc.du.data(), a.xn2.data(), p, gr, o.w_up, -1, d_.ffn, d_.h, ws_->sc.dxn.data(),
                     true);
   } else {
-    ops::gelu_bwd<T>(n_ * d_.ffn, sc_.dact.data(), a.u.data(), sc_.du.data());
-    linear_backward(sc_.du.data(), a.xn2.data(), p, gr, o.w_up, o.b_up, d_.ffn, d_.h, sc_.dxn.data(),
+    ops::gelu_bwd<T>(n_ * d_.ffn, ws_->sc.dact.data(), a.u.data(), ws_->sc.du.data());
+    linear_backward(ws_->sc.du.data(), a.xn2.data(), p, gr, o.w_up, o.b_up, d_.ffn, d_.h, ws_->sc.dxn.data(),
                     false);
   }
-  reduce_tp(sc_.dxn.data(), n_ * d_.h);  // column-parallel input gradient: summed over ranks
+  reduce_tp(ws_->sc.dxn.data(), n_ * d_.h);  // column-parallel input gradient: summed over ranks
   // d x_mid = d x_out (residual) + d norm2
-  norm_backward(sc_.dxn.data(), a.x_mid.data(), o.mlp_norm_w, o.mlp_norm_b, p, gr, a.mean2.data(),
-                a.rstd2.data(), sc_.dres.data());
-  ops::add_inplace<T>(n_ * d_.h, dx_out, sc_.dres.data());
-  const T* dmid = sc_.dres.data();
+  norm_backward(ws_->sc.dxn.data(), a.x_mid.data(), o.mlp_norm_w, o.mlp_norm_b, p, gr, a.mean2.data(),
+                a.rstd2.data(), ws_->sc.dres.data());
+  ops::add_inplace<T>(n_ * d_.h, dx_out, ws_->sc.dres.data());
+  const T* dmid = ws_->sc.dres.data();
   // Attention: x_mid = x_in + attn W_o^T
   const bool shared = recompute_ == core::Recompute::kSelective;
-  const T* attn = shared ? scratch_acts_.o.data() : a.o.data();
-  const T* lse = shared ? scratch_acts_.lse.data() : a.lse.data();
-  linear_backward(dmid, attn, p, gr, o.wo, o.bo, d_.h, d_.q_dim, sc_.dattn.data(), false);
+  const T* attn = shared ? ws_->acts.o.data() : a.o.data();
+  const T* lse = shared ? ws_->acts.lse.data() : a.lse.data();
+  linear_backward(dmid, attn, p, gr, o.wo, o.bo, d_.h, d_.q_dim, ws_->sc.dattn.data(), false);
   ops::attention_bwd<T>(b_, s_, d_.heads, d_.kv_heads, d_.head_dim, a.q.data(), a.k.data(), a.v.data(),
-                        alibi_.empty() ? nullptr : alibi_.data(), attn, lse, sc_.dattn.data(),
-                        sc_.dq.data(), sc_.dk.data(), sc_.dv.data());
+                        alibi_.empty() ? nullptr : alibi_.data(), attn, lse, ws_->sc.dattn.data(),
+                        ws_->sc.dq.data(), ws_->sc.dk.data(), ws_->sc.dv.data());
   if (d_.rot_dim > 0) {
     ops::rope_bwd<T>(b_, s_, d_.heads, d_.head_dim, d_.rot_dim, rope_cos_.data(), rope_sin_.data(),
-                     sc_.dq.data());
+                     ws_->sc.dq.data());
     ops::rope_bwd<T>(b_, s_, d_.kv_heads, d_.head_dim, d_.rot_dim, rope_cos_.data(), rope_sin_.data(),
-                     sc_.dk.data());
+                     ws_->sc.dk.data());
   }
-  linear_backward(sc_.dq.data(), a.xn1.data(), p, gr, o.wq, o.bq, d_.q_dim, d_.h, sc_.dxn.data(),
+  linear_backward(ws_->sc.dq.data(), a.xn1.data(), p, gr, o.wq, o.bq, d_.q_dim, d_.h, ws_->sc.dxn.data(),
                   false);
-  linear_backward(sc_.dk.data(), a.xn1.data(), p, gr, o.wk, o.bk, d_.kv_dim, d_.h, sc_.dxn.data(),
+  linear_backward(ws_->sc.dk.data(), a.xn1.data(), p, gr, o.wk, o.bk, d_.kv_dim, d_.h, ws_->sc.dxn.data(),
                   true);
-  linear_backward(sc_.dv.data(), a.xn1.data(), p, gr, o.wv, o.bv, d_.kv_dim, d_.h, sc_.dxn.data(),
+  linear_backward(ws_->sc.dv.data(), a.xn1.data(), p, gr, o.wv, o.bv, d_.kv_dim, d_.h, ws_->sc.dxn.data(),
                   true);
-  reduce_tp(sc_.dxn.data(), n_ * d_.h);
-  norm_backward(sc_.dxn.data(), x_in, o.attn_norm_w, o.attn_norm_b, p, gr, a.mean1.data(),
+  reduce_tp(ws_->sc.dxn.data(), n_ * d_.h);
+  norm_backward(ws_->sc.dxn.data(), x_in, o.attn_norm_w, o.attn_norm_b, p, gr, a.mean1.data(),
                 a.rstd1.data(), dx_in);
   ops::add_inplace<T>(n_ * d_.h, dmid, dx_in);
 }
@@ -441,7 +447,7 @@ core::Status Transformer<T>::loss_chunks(Slot& slot, T grad_scale, bool backward
   const T* p = unit_params(lm_head_unit_);
   T* gr = backward && p != nullptr ? unit_grads(lm_head_unit_) : nullptr;
   if (p == nullptr || (backward && gr == nullptr)) return comm_status_;
-  const int64_t rows = static_cast<int64_t>(logits_.size()) / d_.vp;
+  const int64_t rows = static_cast<int64_t>(ws_->logits.size()) / d_.vp;
   const T* w = p + lm_head_;
   std::vector<T> loss_n(rows);
   double total = 0.0;
@@ -449,26 +455,26 @@ core::Status Transformer<T>::loss_chunks(Slot& slot, T grad_scale, bool backward
     const int64_t r = std::min(rows, n_ - r0);
     const T* x = slot.xf.data() + r0 * d_.h;
     const int32_t* targets = slot.targets.data() + r0;
-    ops::matmul_nt<T>(r, d_.vp, d_.h, x, w, logits_.data(), T(0));
+    ops::matmul_nt<T>(r, d_.vp, d_.h, x, w, ws_->logits.data(), T(0));
     if (tp_ != nullptr) {
       double part = 0;
       if (comm_status_.ok()) {
         comm_status_ = cross_entropy_vocab_parallel<T>(r, d_.vp, shard_.tp_rank * d_.vp,
-                                                       spec_.vocab_size, targets, logits_.data(),
+                                                       spec_.vocab_size, targets, ws_->logits.data(),
                                                        grad_scale, backward, *tp_, &part);
       }
       total += part;
     } else if (backward) {
-      total += ops::cross_entropy_fwd_bwd<T>(r, d_.vp, spec_.vocab_size, targets, logits_.data(),
+      total += ops::cross_entropy_fwd_bwd<T>(r, d_.vp, spec_.vocab_size, targets, ws_->logits.data(),
                                              grad_scale, loss_n.data());
     } else {
-      total += ops::cross_entropy_fwd<T>(r, d_.vp, spec_.vocab_size, targets, logits_.data(),
+      total += ops::cross_entropy_fwd<T>(r, d_.vp, spec_.vocab_size, targets, ws_->logits.data(),
                                          loss_n.data());
     }
     if (!backward) continue;
-    ops::matmul_tn<T>(d_.vp, d_.h, r, logits_.data(), x, gr + lm_head_, T(1));
+    ops::matmul_tn<T>(d_.vp, d_.h, r, ws_->logits.data(), x, gr + lm_head_, T(1));
     // x's rows are consumed (logits and the LM head's gradient): their gradient takes their place.
-    ops::matmul_nn<T>(r, d_.h, d_.vp, logits_.data(), w, slot.xf.data() + r0 * d_.h, T(0));
+    ops::matmul_nn<T>(r, d_.h, d_.vp, ws_->logits.data(), w, slot.xf.data() + r0 * d_.h, T(0));
   }
   if (backward) reduce_tp(slot.xf.data(), n_ * d_.h);
   release_unit(lm_head_unit_);
@@ -524,6 +530,7 @@ core::Status Transformer<T>::stage_backward(int id, const T* p, T* gr, const T* 
   Slot& slot = slots_[id];
   LOOM_RETURN_IF_ERROR(backward_stack(slot, dy, dx_in));
   slot.busy = false;
+  if (free_released_slots_) slot = Slot{};  // its memory back to the heap, sized again on reuse
   track_bytes();
   return comm_status_;
 }
@@ -536,10 +543,10 @@ core::Status Transformer<T>::backward_stack(Slot& slot, const T* dy, T* dx_in) {
     T* gr = p != nullptr ? unit_grads(u) : nullptr;
     if (gr == nullptr) return comm_status_;
     norm_backward(slot.xf.data(), slot.x_final.data(), final_norm_w_, final_norm_b_, p, gr,
-                  slot.final_mean.data(), slot.final_rstd.data(), dx_.data());
+                  slot.final_mean.data(), slot.final_rstd.data(), ws_->dx.data());
     release_unit(u);
   } else {
-    std::copy(dy, dy + n_ * d_.h, dx_.begin());
+    std::copy(dy, dy + n_ * d_.h, ws_->dx.begin());
   }
   for (int64_t l = layers_ - 1; l >= 0; --l) {
     const int u = static_cast<int>(l) + 1;
@@ -548,22 +555,22 @@ core::Status Transformer<T>::backward_stack(Slot& slot, const T* dy, T* dx_in) {
     if (gr == nullptr) return comm_status_;
     LayerActs& a = acts_for(slot, l);
     if (recompute_ == core::Recompute::kFull) {
-      block_forward(l, p, block_input(slot, l), a, scratch_acts_.x_in.data(), true);
+      block_forward(l, p, block_input(slot, l), a, ws_->acts.x_in.data(), true);
     } else if (recompute_ == core::Recompute::kSelective) {
       attention_core_forward(a);
     }
-    block_backward(l, p, gr, a, block_input(slot, l), dx_.data(), dx2_.data());
-    std::swap(dx_, dx2_);
+    block_backward(l, p, gr, a, block_input(slot, l), ws_->dx.data(), ws_->dx2.data());
+    std::swap(ws_->dx, ws_->dx2);
     release_unit(u);
   }
   if (shard_.embedding) {
     const T* p = unit_params(0);
     T* gr = p != nullptr ? unit_grads(0) : nullptr;
     if (gr == nullptr) return comm_status_;
-    embed_backward(p, gr, slot, dx_.data());
+    embed_backward(p, gr, slot, ws_->dx.data());
     release_unit(0);
   } else if (dx_in != nullptr) {
-    std::copy(dx_.begin(), dx_.end(), dx_in);
+    std::copy(ws_->dx.begin(), ws_->dx.end(), dx_in);
   }
   return comm_status_;
 }
@@ -610,25 +617,22 @@ std::vector<T> Transformer<T>::forward_logits(const T* p, const int32_t* inputs,
 }
 
 template <typename T>
-int64_t Transformer<T>::workspace_bytes() const {
+int64_t Transformer<T>::acts_bytes(const LayerActs& a) {
   int64_t total = 0;
-  auto add_acts = [&](const LayerActs& a) {
-    for (const auto* v : {&a.x_in, &a.xn1, &a.mean1, &a.rstd1, &a.q, &a.k, &a.v, &a.o, &a.lse,
-                          &a.x_mid, &a.xn2, &a.mean2, &a.rstd2, &a.g, &a.u, &a.act}) {
-      total += bytes_of(*v);
-    }
-  };
-  for (const Slot& slot : slots_) {
-    for (const auto& a : slot.acts) add_acts(a);
-    for (const auto& x : slot.block_in) total += bytes_of(x);
-    for (const auto* v : {&slot.embed_pre_norm, &slot.embed_mean, &slot.embed_rstd,
-                          &slot.x_final, &slot.xf, &slot.final_mean, &slot.final_rstd}) {
-      total += bytes_of(*v);
-    }
+  for (const auto* v : {&a.x_in, &a.xn1, &a.mean1, &a.rstd1, &a.q, &a.k, &a.v, &a.o, &a.lse,
+                        &a.x_mid, &a.xn2, &a.mean2, &a.rstd2, &a.g, &a.u, &a.act}) {
+    total += bytes_of(*v);
   }
-  add_acts(scratch_acts_);
-  for (const auto* v : {&sc_.dact, &sc_.dg, &sc_.du, &sc_.dxn, &sc_.dattn, &sc_.dq, &sc_.dk,
-                        &sc_.dv, &sc_.dres, &dx_, &dx2_, &logits_}) {
+  return total;
+}
+
+template <typename T>
+int64_t Transformer<T>::scratch_bytes() const {
+  int64_t total = acts_bytes(ws_->acts);
+  const Workspace& w = *ws_;
+  const Scratch& sc = w.sc;
+  for (const auto* v : {&sc.dact, &sc.dg, &sc.du, &sc.dxn, &sc.dattn, &sc.dq, &sc.dk, &sc.dv,
+                        &sc.dres, &w.dx, &w.dx2, &w.logits}) {
     total += bytes_of(*v);
   }
   return total;
@@ -636,7 +640,18 @@ int64_t Transformer<T>::workspace_bytes() const {
 
 template <typename T>
 void Transformer<T>::track_bytes() {
-  high_water_bytes_ = std::max(high_water_bytes_, workspace_bytes());
+  int64_t total = 0;
+  for (const Slot& slot : slots_) {
+    for (const auto& a : slot.acts) total += acts_bytes(a);
+    for (const auto& x : slot.block_in) total += bytes_of(x);
+    for (const auto* v : {&slot.embed_pre_norm, &slot.embed_mean, &slot.embed_rstd,
+                          &slot.x_final, &slot.xf, &slot.final_mean, &slot.final_rstd}) {
+      total += bytes_of(*v);
+    }
+  }
+  ws_->slots_bytes += total - slots_bytes_;
+  slots_bytes_ = total;
+  ws_->slots_high_water = std::max(ws_->slots_high_water, ws_->slots_bytes);
 }
 
 template class Transformer<float>;

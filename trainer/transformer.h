@@ -19,6 +19,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "comm/communicator.h"
@@ -30,7 +31,7 @@
 namespace loom::train {
 
 // Where a unit of a shard keeps its parameters and gradients while it runs, for ZeRO-3
-// (trainer/zero3.h): units are 0 the embedding, 1 + l the shard's block l, and blocks + 1 the
+// (trainer/zero_shards.h): units are 0 the embedding, 1 + l the shard's block l, and blocks + 1 the
 // final norm with the LM head. Without a source the units are views into the caller's flat
 // buffers.
 template <typename T>
@@ -89,9 +90,22 @@ class Transformer {
   // passed to each call) from now on.
   void set_param_source(ParamSource<T>* source) { source_ = source; }
 
-  // Bytes the activation and scratch buffers hold now / held at most since construction.
-  int64_t workspace_bytes() const;
-  int64_t workspace_high_water_bytes() const { return high_water_bytes_; }
+  // Uses `other`'s scratch (a block's backward buffers, the recompute buffers, the logits
+  // chunk) from now on: the chunks of one pipeline rank run one at a time and share it, as the
+  // slices of one flat arena would. Both must have the same shard widths.
+  void share_scratch(const Transformer& other) {
+    ws_ = other.ws_;
+    ws_->slots_bytes += slots_bytes_;
+  }
+  // Frees a micro-batch's activation slot after its backward instead of keeping it for the next
+  // one (the chunks of an interleaved pipeline rank hold their micro-batches at different
+  // times: kept slots would add up each chunk's own peak).
+  void free_released_slots(bool on) { free_released_slots_ = on; }
+  // Bytes of the activation slots (micro-batches in flight) at most since construction, summed
+  // at each moment over the chunks that share_scratch, and of the scratch now (sized by prepare).
+  int64_t activation_high_water_bytes() const { return ws_->slots_high_water; }
+  int64_t scratch_bytes() const;
+  int64_t workspace_high_water_bytes() const { return activation_high_water_bytes() + scratch_bytes(); }
 
  private:
   struct LayerActs {  // shapes with N = b * s tokens
@@ -106,8 +120,15 @@ class Transformer {
   struct Scratch {  // shared by all blocks: gradients of one block at a time
     std::vector<T> dact, dg, du, dxn, dattn, dq, dk, dv, dres;
   };
+  struct Workspace {  // scratch of one block's backward and of the head, reused by everything
+    LayerActs acts;    // the block being recomputed (full), the attention core (selective)
+    Scratch sc;
+    std::vector<T> dx, dx2, logits;
+    int64_t slots_bytes = 0, slots_high_water = 0;  // activation slots of every sharer
+  };
   struct Slot {  // one micro-batch in flight
     bool busy = false;
+    bool sized = false;  // buffers allocated for the current shape
     std::vector<LayerActs> acts;           // one per block (none / selective)
     std::vector<std::vector<T>> block_in;  // block inputs kept under full recompute
     std::vector<T> embed_pre_norm, embed_mean, embed_rstd;  // embedding LayerNorm (BLOOM)
@@ -153,6 +174,7 @@ class Transformer {
   LayerActs& acts_for(Slot& slot, int64_t l);
   T* block_input(Slot& slot, int64_t l);
   void track_bytes();
+  static int64_t acts_bytes(const LayerActs& a);
 
   core::ModelSpec spec_;
   ModelShard shard_;
@@ -172,13 +194,12 @@ class Transformer {
   T* base_g_ = nullptr;
   int64_t b_ = 0, s_ = 0, n_ = 0;
   std::vector<Slot> slots_;
-  LayerActs scratch_acts_;  // the block being recomputed (full), the attention core (selective)
-  Scratch sc_;
-  std::vector<T> dx_, dx2_, logits_;
+  std::shared_ptr<Workspace> ws_ = std::make_shared<Workspace>();
   std::vector<float> rope_cos_, rope_sin_, alibi_;
   std::vector<T> zero_bias_, unused_dbias_;  // [h]: LayerNorm without bias (norm_bias false)
   core::Status comm_status_;  // the first failed collective (later ones are skipped)
-  int64_t high_water_bytes_ = 0;
+  int64_t slots_bytes_ = 0;  // this chunk's activation slots now (as last tracked)
+  bool free_released_slots_ = false;
 };
 
 extern template class Transformer<float>;
