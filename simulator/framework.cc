@@ -267,6 +267,10 @@ const FrameworkTraits kTraits[] = {
         .allocator_reserve_fraction = 0.0,
         .fixed_arenas = true,
         .tp_comm_overlap = 0.0, .dp_comm_overlap = 0.0, .iteration_overhead_s = 0.0,
+        // trainer/parallel_trainer.cc run_pipeline: received activation, received gradient,
+        // gradient to send; transformer.h Slot::x_final.
+        .pipeline_buffers = 3,
+        .stage_output_kept = true,
         .tied_copy_optimizer_saved = false,
     },
 };

@@ -134,6 +134,12 @@ struct FrameworkTraits {
   // full tensor from every TP rank and waits for each transfer inside its instruction stream.
   bool pipeline_scatter_gather = true;
   bool pipeline_p2p_blocking = false;
+  // Memory of the pipeline's transfers, in [s, b, h] tensors per stage: the send and receive
+  // buffers (Megatron: the received activation and the received gradient, 2), and whether each
+  // micro-batch a stage holds keeps its output tensor until its backward (Loom: the last
+  // block's output per activation slot; Megatron frees the output's data once it is sent).
+  double pipeline_buffers = 2;
+  bool stage_output_kept = false;
   // ZeRO-3 traffic per block: collectives per gather (FSDP: one flat parameter per wrapped
   // block; DeepSpeed: one per fetched parameter tensor), whether recompute gathers again
   // (DeepSpeed re-fetches inside checkpointed forwards; FSDP's backward gather serves it),

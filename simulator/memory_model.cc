@@ -116,14 +116,21 @@ StageMemory estimate_stage(const StageInputs& x, const StageContents& c, int64_t
 
   // Stashed activations of the (chunk, micro-batch) pairs in flight at the first backward.
   const double boundary = x.tokens * x.act_bytes * x.hidden_sharded;  // one [s, b, h] tensor
-  const std::vector<int64_t> inflight = inflight_chunks(l, s);
+  // One micro-batch of virtual stage `v` (chunk * pp + s).
+  auto held = [&](int64_t v) {
+    double bytes = static_cast<double>(l.partition[v]) * x.block.stored(l.recompute);
+    if (v == 0 && m.embedding_norm) bytes += boundary;  // embedding LN input
+    if (v == l.num_chunks() - 1) {
+      bytes += 2.0 * boundary;  // final norm, head inputs
+    } else if (fw.stage_output_kept) {
+      bytes += boundary;  // the chunk's output, kept with its micro-batch
+    }
+    return bytes;
+  };
+  const std::vector<int64_t> inflight = inflight_chunks(l, s, held);
   st.microbatches_in_flight = static_cast<int64_t>(inflight.size());
   double stash = 0;
-  for (int64_t chunk : inflight) {
-    stash += static_cast<double>(l.partition[chunk]) * x.block.stored(l.recompute);
-    if (chunk == 0 && m.embedding_norm) stash += boundary;            // embedding LN input
-    if (chunk == l.num_chunks() - 1) stash += 2.0 * boundary;         // final norm, head inputs
-  }
+  for (int64_t chunk : inflight) stash += held(chunk);
   st.items.push_back({"activations", stash});
 
   // Transient phases: a block's backward, and the LM head's loss (on the last stage). With a
@@ -149,7 +156,7 @@ StageMemory estimate_stage(const StageInputs& x, const StageContents& c, int64_t
   // Communication buffers: pipeline send/recv (forward activation and backward gradient) and
   // the full-sequence all-gather buffer of sequence parallelism.
   double comm = 0;
-  if (l.pp > 1) comm += 2.0 * boundary;
+  if (l.pp > 1) comm += fw.pipeline_buffers * boundary;
   if (l.sp) comm += x.tokens * x.act_bytes * static_cast<double>(m.hidden_size);
   st.items.push_back({"comm_buffers", comm});
 

@@ -79,14 +79,22 @@ StageContents stage_contents(const core::ModelSpec& m, const core::Layout& l, in
   return c;
 }
 
-std::vector<int64_t> inflight_chunks(const core::Layout& l, int64_t stage) {
-  // The forwards a stage runs before its first backward are exactly what it holds at its peak.
-  std::vector<int64_t> out;
+std::vector<int64_t> inflight_chunks(const core::Layout& l, int64_t stage,
+                                     const std::function<double(int64_t)>& weight) {
+  std::vector<int64_t> now, best;
+  double held = 0, most = -1;
   for (const TaskRef& t : stage_task_order(l, stage)) {
-    if (!t.forward) break;
-    out.push_back(t.chunk);
+    const double w = weight ? weight(t.chunk) : 1.0;
+    if (t.forward) {
+      now.push_back(t.chunk);
+      held += w;
+      if (held > most) most = held, best = now;
+    } else {  // the backward frees one micro-batch of its chunk (which one does not matter)
+      now.erase(std::find(now.begin(), now.end(), t.chunk));
+      held -= w;
+    }
   }
-  return out;
+  return best;
 }
 
 }  // namespace loom::sim

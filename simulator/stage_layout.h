@@ -4,6 +4,7 @@
 // Shared by the memory model and the step-time simulator.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -31,11 +32,16 @@ std::string describe_stage(const core::Layout& layout, int64_t stage);
 double lm_head_block_equivalents(const core::ModelSpec& model, int64_t seq);
 
 // One entry per micro-batch whose activations the stage holds at its peak, naming the
-// (virtual) chunk the activations belong to.
+// (virtual) chunk the activations belong to: the moment of the stage's schedule where the sum of
+// `weight(chunk)` over the micro-batches in flight is largest (the first such; weight nullptr:
+// every micro-batch counts 1).
 //  1F1B:        min(pp - stage, m) micro-batches (Narayanan et al. 2021, Sec. 2.2.1).
 //  Interleaved: Megatron's warm-up of (pp - stage - 1) * 2 + (vpp - 1) * pp forwards, plus
-//               the one in progress (Korthikanti et al. 2022, eq. 5 for stage 0).
+//               the one in progress (Korthikanti et al. 2022, eq. 5 for stage 0); with chunks of
+//               unequal size a later moment can hold more bytes (more micro-batches of the
+//               bigger chunk), which a weight by the chunk's bytes finds.
 //  GPipe:       all m micro-batches.
-std::vector<int64_t> inflight_chunks(const core::Layout& layout, int64_t stage);
+std::vector<int64_t> inflight_chunks(const core::Layout& layout, int64_t stage,
+                                     const std::function<double(int64_t)>& weight = nullptr);
 
 }  // namespace loom::sim

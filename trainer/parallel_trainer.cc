@@ -267,7 +267,10 @@ core::Status ParallelTrainer::run_pipeline(const std::vector<std::vector<int32_t
   LOOM_ASSIGN_OR_RETURN(const std::vector<PipelineAction> actions,
                         pipeline_schedule(layout_.schedule, pp, layout_.vpp, count, rank));
   message_floats_ = mbs * seq * spec_.hidden_size;
-  std::vector<float> x_in(message_floats_), dy(message_floats_), dx(message_floats_);
+  // The received activation, the received gradient and the gradient to send (pipelines only).
+  const int64_t buffer = stages > 1 ? message_floats_ : 0;
+  std::vector<float> x_in(buffer), dy(buffer), dx(buffer);
+  p2p_buffer_bytes_ = 3 * buffer * static_cast<int64_t>(sizeof(float));
   std::map<std::pair<int64_t, int64_t>, int> slot_of;  // (chunk, micro-batch) -> slot
   for (const PipelineAction& a : actions) {
     const int64_t v = a.chunk * pp + rank;
@@ -431,7 +434,8 @@ int64_t ParallelTrainer::state_bytes() const {
 }
 
 int64_t ParallelTrainer::workspace_bytes() const {
-  return chunks_[0]->workspace_high_water_bytes();  // the chunks share scratch and tracking
+  // The chunks share scratch and its tracking.
+  return chunks_[0]->workspace_high_water_bytes() + p2p_buffer_bytes_;
 }
 
 }  // namespace loom::train

@@ -100,7 +100,8 @@ class ParallelTrainer {
   void set_tracing(bool on) { tracing_ = on; }
   const std::vector<TimedEvent>& last_step_events() const { return events_; }
   // Bytes of training state on this rank (weights, gradients, Adam moments of its shard, the
-  // most that ZeRO-2/3's unsharded unit gradients and gathered units held at once) and the high-water bytes of its chunks' activations and scratch.
+  // most that ZeRO-2/3's unsharded unit gradients and gathered units held at once) and the
+  // high-water bytes of its chunks' activations, scratch and pipeline message buffers.
   int64_t state_bytes() const;
   int64_t workspace_bytes() const;
 
@@ -133,6 +134,7 @@ class ParallelTrainer {
   std::unique_ptr<AdamW> optim_;       // ZeRO 0-1: the moments of this rank's shard
   std::unique_ptr<ZeroShards> zero_;   // ZeRO 2-3: the shares of gradients, moments (weights)
   int64_t message_floats_ = 0;
+  int64_t p2p_buffer_bytes_ = 0;  // the pipeline's send / receive buffers
   bool tracing_ = false;
   std::chrono::steady_clock::time_point step_start_;
   std::vector<TimedEvent> events_;

@@ -20,7 +20,9 @@
 
 #include "comm/process_groups.h"
 #include "comm/thread_comm.h"
+#include "core/cluster_profile.h"
 #include "core/model_io.h"
+#include "simulator/memory_model.h"
 #include "tests/trainer/train_reference.h"
 #include "trainer/parallel_trainer.h"
 
@@ -70,10 +72,12 @@ core::Layout layout_of(const Case& c, const core::ModelSpec& spec) {
 }
 
 // Runs every rank of the layout on a thread; checks that all ranks report the same losses and
-// assemble the same full weights, and returns rank 0's.
+// assemble the same full weights, and returns rank 0's. Optionally: the largest workspace and
+// state bytes of a rank, every rank's state + workspace bytes.
 TrainRun run_parallel(const core::ModelSpec& spec, const core::Layout& layout,
                       const std::vector<float>& init, int64_t* workspace_bytes = nullptr,
-                      int64_t* state_bytes = nullptr) {
+                      int64_t* state_bytes = nullptr, int64_t steps = kSteps,
+                      std::vector<int64_t>* rank_bytes = nullptr) {
   const int n = static_cast<int>(layout.tp * layout.pp * layout.dp);
   auto world = comm::make_thread_world(n);
   std::vector<TrainRun> runs(n);
@@ -94,7 +98,7 @@ TrainRun run_parallel(const core::ModelSpec& spec, const core::Layout& layout,
         status[r] = t.status();
         return;
       }
-      for (int64_t step = 1; step <= kSteps; ++step) {
+      for (int64_t step = 1; step <= steps; ++step) {
         auto s = (*t)->train_step(step_batches(spec.vocab_size, step), kMbs, kSeq,
                                   learning_rate(optimizer(), step));
         if (!s.ok()) {
@@ -118,6 +122,10 @@ TrainRun run_parallel(const core::ModelSpec& spec, const core::Layout& layout,
   }
   if (workspace_bytes != nullptr) *workspace_bytes = *std::max_element(workspace.begin(), workspace.end());
   if (state_bytes != nullptr) *state_bytes = *std::max_element(state.begin(), state.end());
+  if (rank_bytes != nullptr) {
+    rank_bytes->clear();
+    for (int r = 0; r < n; ++r) rank_bytes->push_back(state[r] + workspace[r]);
+  }
   return runs[0];
 }
 
@@ -215,11 +223,12 @@ TEST(ParallelTrainer, OneFOneBHoldsFewerMicroBatchesThanGPipe) {
 }
 
 // What each ZeRO stage keeps per rank of DP4, in units of the fp32 weights' bytes W: ZeRO-0
-// weights, gradients and both moments (4 W); ZeRO-1 weights, gradients, a gradient share and
-// the share's moments (2 W + 3 W / 4); ZeRO-3 its shares of all four (W), the reduce-scatter
-// staging of one share and the largest unit gathered with its gradients (one block of the
-// 6-block tiny Llama: 2 x 45,440 of 321,856 elements, 0.28 W; 1.32 W measured) -- never the
-// whole model.
+// weights, gradients and both moments (4 W); ZeRO-1 weights, gradients (reduce-scattered in
+// place) and the share's moments (2 W + 2 W / 4); ZeRO-2 weights, the shares of gradients and
+// moments (W + 3 W / 4), one unit's full gradients and the reduce-scatter staging of one share
+// (one block of the 6-block tiny Llama: 45,440 + 11,360 of 321,856 elements, 0.18 W); ZeRO-3
+// its shares of all four (W), the staging and the largest unit gathered with its gradients
+// (2 x 45,440, 0.28 W; 1.32 W measured) -- never the whole model.
 TEST(ParallelTrainer, ZeroStagesKeepWhatTheyPromise) {
   const core::ModelSpec spec = six_blocks("tiny-llama");
   const std::vector<float> init = init_params(ParamLayout(spec), spec.num_layers, 3);
@@ -241,6 +250,55 @@ TEST(ParallelTrainer, ZeroStagesKeepWhatTheyPromise) {
   std::printf("state per rank / fp32 weights, DP4: ZeRO-0 %.3f, ZeRO-1 %.3f, ZeRO-2 %.3f, "
               "ZeRO-3 %.3f\n",
               z0 / weights, z1 / weights, z2 / weights, z3 / weights);
+}
+
+// The memory model (simulator/memory_model.h, framework loom-cpu) against what every rank of
+// the trainer holds: weights, gradients, optimizer state, activation slots at their high-water
+// mark, scratch. The figure `loom run` compares on a CPU (issue 7: within 10%); held here to 2%
+// for every layout kind the trainer runs, both models, one iteration.
+TEST(ParallelTrainer, MemoryModelPredictsEveryRanksBuffers) {
+  using PM = core::PartitionMethod;
+  const std::vector<Case> cases = {
+      {},
+      {.recompute = core::Recompute::kSelective},
+      {.recompute = core::Recompute::kFull},
+      {.tp = 2},
+      {.pp = 2},
+      {.pp = 4, .partition = PM::kEmbeddingAsLayer},
+      {.pp = 2, .vpp = 2},
+      {.pp = 2, .schedule = core::PipelineSchedule::kGPipe},
+      {.dp = 2, .zero = 0},
+      {.dp = 2, .zero = 1},
+      {.dp = 4, .zero = 2},
+      {.dp = 4, .zero = 3},
+      {.tp = 2, .pp = 2},
+      {.tp = 2, .dp = 2, .zero = 3},
+  };
+  const core::ClusterProfile cluster = core::load_cluster_profile("local-cpu").value();
+  double worst = 0;
+  std::string worst_case;
+  for (const char* model : {"tiny-llama", "tiny-bloom"}) {
+    const core::ModelSpec spec = six_blocks(model);
+    const std::vector<float> init = init_params(ParamLayout(spec), spec.num_layers, 5);
+    for (const Case& c : cases) {
+      const std::string what = std::string(model) + " " + name_of(c);
+      SCOPED_TRACE(what);
+      const core::Layout layout = layout_of(c, spec);
+      std::vector<int64_t> measured;
+      run_parallel(spec, layout, init, nullptr, nullptr, 1, &measured);
+      sim::MemoryModelInput in{spec, cluster, layout, sim::Framework::kLoomCpu};
+      const sim::MemoryReport predicted = sim::estimate_memory(in).value();
+      for (size_t r = 0; r < measured.size(); ++r) {
+        const core::RankCoords at = core::rank_coords(layout, static_cast<int64_t>(r));
+        const double p = predicted.stages[at.pp].allocated_bytes;
+        const double rel = std::abs(double(measured[r]) - p) / double(measured[r]);
+        EXPECT_LT(rel, 0.02) << "rank " << r << ": measured " << measured[r] << " B, predicted " << p;
+        if (rel > worst) worst = rel, worst_case = what + fmt::format(" rank {}", r);
+      }
+    }
+  }
+  std::printf("memory model vs trainer buffers: worst relative error %.3f (%s)\n", worst,
+              worst_case.c_str());
 }
 
 TEST(ParallelTrainer, RefusesWhatItDoesNotRunByName) {
