@@ -24,6 +24,7 @@
 #include "core/data_paths.h"
 #include "core/yaml_reader.h"
 #include "cli/cpu_microbench.h"
+#include "cli/cpu_ranks.h"
 #include "core/model_io.h"
 #include "simulator/calibration.h"
 
@@ -41,6 +42,7 @@ struct CalibrateArgs {
   int64_t mbs = 4;
   int64_t seq = 0;
   std::string attention_backend = "default";
+  int ranks = 1;
   std::string name;
   std::string out;
   bool json = false;
@@ -69,6 +71,55 @@ core::Status replace_value(std::string& text, const std::string& key, bool top_l
   return core::ok_status();
 }
 
+// replace_value for `key` inside the top-level mapping `section` (keys such as latency_us occur
+// under intra_node and inter_node alike).
+core::Status replace_in(std::string& text, const std::string& section, const std::string& key,
+                        const std::string& value, const std::string& comment) {
+  const std::regex head("(^|\\n)" + section + ":[^\\n]*");
+  std::smatch m;
+  if (!std::regex_search(text, m, head))
+    return core::error(ErrorCode::kParse, "profile has no '{}' section to calibrate", section);
+  const size_t begin = static_cast<size_t>(m.position(0) + m.length(0));
+  std::smatch next;
+  const std::string rest = text.substr(begin);
+  const size_t end = std::regex_search(rest, next, std::regex("\\n[A-Za-z_]"))
+                         ? begin + static_cast<size_t>(next.position(0))
+                         : text.size();
+  std::string body = text.substr(begin, end - begin);
+  LOOM_RETURN_IF_ERROR(replace_value(body, key, false, value, comment)
+                           .with_context(fmt::format("section '{}'", section)));
+  text = text.substr(0, begin) + body + text.substr(end);
+  return core::ok_status();
+}
+
+// The profile text rewritten as `ranks` devices (split_profile's values), the intra-node fabric
+// from the thread backend's all-reduce.
+core::Status rewrite_as_ranks(std::string& text, const core::ClusterProfile& split, int ranks,
+                              const IntraNodeFit& fit, const std::string& from) {
+  const std::string share = fmt::format("{}: one of {} ranks sharing the machine", from, ranks);
+  LOOM_RETURN_IF_ERROR(replace_value(text, "gpus_per_node", true, std::to_string(ranks),
+                                     fmt::format("{}: {} ranks (threads of `loom run`) per machine", from, ranks)));
+  const auto& d = split.device;
+  for (const auto& [key, value] : {std::pair{"memory_gib", d.memory_gib},
+                                   {"peak_tflops_bf16", d.peak_tflops_bf16},
+                                   {"peak_tflops_fp16", d.peak_tflops_fp16},
+                                   {"peak_tflops_fp32", d.peak_tflops_fp32},
+                                   {"memory_bandwidth_gb_s", d.memory_bandwidth_gb_s}}) {
+    LOOM_RETURN_IF_ERROR(replace_in(text, "device", key, fmt::format("{:.4g}", value), share));
+  }
+  LOOM_RETURN_IF_ERROR(replace_in(text, "compute", "sm_count", std::to_string(split.compute.sm_count),
+                                  fmt::format("{}: its cores", share)));
+  LOOM_RETURN_IF_ERROR(replace_in(text, "memory_overheads", "headroom_gib",
+                                  fmt::format("{:.4g}", split.memory.headroom_gib), share));
+  LOOM_RETURN_IF_ERROR(replace_in(text, "intra_node", "bandwidth_gb_s", fmt::format("{:.4g}", fit.bandwidth_gb_s),
+                                  fmt::format("{}: the thread communicator's all-reduce among {} ranks, fitted (worst error {:.0f}%)",
+                                              from, ranks, 100 * fit.max_error)));
+  LOOM_RETURN_IF_ERROR(replace_in(text, "intra_node", "latency_us", fmt::format("{:.4g}", fit.latency_us),
+                                  fmt::format("{}: fitted with the bandwidth", from)));
+  return replace_in(text, "intra_node", "collective_efficiency", "1.0",
+                    fmt::format("{}: the fitted bandwidth is the achieved one", from));
+}
+
 core::Status run_calibrate(const CalibrateArgs& a) {
   LOOM_ASSIGN_OR_RETURN(core::ClusterProfile profile, core::load_cluster_profile(a.cluster));
   LOOM_ASSIGN_OR_RETURN(std::string profile_path,
@@ -79,6 +130,8 @@ core::Status run_calibrate(const CalibrateArgs& a) {
                        "Loom's CPU kernels here)");
   }
   sim::CalibrationMeasurements meas;
+  std::vector<CollectiveTiming> collectives;  // --ranks > 1
+  IntraNodeFit intra;
   std::string attention_what = fmt::format("causal SDPA ({})", a.attention_backend);
   std::string command = fmt::format("loom calibrate --cluster {} --measurements {}", a.cluster,
                                     a.measurements);
@@ -98,12 +151,39 @@ core::Status run_calibrate(const CalibrateArgs& a) {
     l.gbs = a.mbs;
     l.seq = a.seq;
     LOOM_ASSIGN_OR_RETURN(const core::Layout layout, core::resolve_layout(l, model));
-    if (!a.json) std::cerr << fmt::format("Timing {}'s kernels at mbs {} seq {}:\n", model.name, layout.mbs, layout.seq);
-    LOOM_ASSIGN_OR_RETURN(meas, measure_cpu(model, layout, a.json ? nullptr : &std::cerr));
+    if (a.ranks != 1) {
+      LOOM_RETURN_IF_ERROR(threads_per_rank(a.ranks).status());
+      LOOM_RETURN_IF_ERROR(split_profile(profile, a.ranks));
+    }
+    std::ostream* progress = a.json ? nullptr : &std::cerr;
+    if (progress != nullptr) {
+      *progress << fmt::format("Timing {}'s kernels at mbs {} seq {}{}:\n", model.name, layout.mbs,
+                               layout.seq, a.ranks > 1 ? fmt::format(", {} copies at once", a.ranks) : "");
+    }
+    if (a.ranks > 1) {
+      LOOM_ASSIGN_OR_RETURN(meas, measure_cpu_ranks(model, layout, a.ranks, progress));
+      LOOM_ASSIGN_OR_RETURN(collectives, measure_thread_all_reduce(a.ranks, {16384.0, 131072.0, 1048576.0, 4194304.0}));
+      LOOM_ASSIGN_OR_RETURN(intra, fit_intra_node(profile, a.ranks, collectives));
+      if (progress != nullptr) {
+        for (const CollectiveTiming& t : collectives)
+          *progress << fmt::format("  all-reduce among {} ranks, {:>9.0f} B: {:8.3f} ms\n", a.ranks, t.bytes, t.seconds * 1e3);
+        *progress << fmt::format("  intra-node fit: latency {:.1f} us, bandwidth {:.2f} GB/s (worst error {:.0f}%)\n",
+                                 intra.latency_us, intra.bandwidth_gb_s, 100 * intra.max_error);
+      }
+    } else {
+      LOOM_ASSIGN_OR_RETURN(meas, measure_cpu(model, layout, progress));
+    }
     attention_what = "Loom's CPU flash attention";
-    command = fmt::format("loom calibrate --cluster {} --measure --model {} --mbs {} --seq {}",
-                          a.cluster, a.model, layout.mbs, layout.seq);
+    command = fmt::format("loom calibrate --cluster {} --measure --model {} --mbs {} --seq {}{}",
+                          a.cluster, a.model, layout.mbs, layout.seq,
+                          a.ranks > 1 ? fmt::format(" --ranks {}", a.ranks) : "");
   } else {
+    if (a.ranks != 1) {
+      return core::error(ErrorCode::kInvalidArgument,
+                         "--ranks {}: splits a CPU into ranks and goes with --measure (allowed "
+                         "with --measurements: 1)",
+                         a.ranks);
+    }
     std::ifstream in(a.measurements);
     if (!in)
       return core::error(ErrorCode::kNotFound, "--measurements '{}': cannot open the file",
@@ -161,6 +241,7 @@ core::Status run_calibrate(const CalibrateArgs& a) {
     LOOM_RETURN_IF_ERROR(replace_value(text, f.key, false, fmt::format("{:.3f}", f.after),
                                        fmt::format("{}: {}; was {:.3f}", from, f.what, f.before)));
   }
+  if (a.ranks > 1) LOOM_RETURN_IF_ERROR(rewrite_as_ranks(text, profile, a.ranks, intra, from));
   // The rewritten profile must load as a profile before it replaces anything.
   YAML::Node node;
   try {
@@ -194,6 +275,13 @@ core::Status run_calibrate(const CalibrateArgs& a) {
                  {"median_error_after", r.gemm_median_error_after},
                  {"max_error_before", r.gemm_max_error_before},
                  {"max_error_after", r.gemm_max_error_after}};
+    if (a.ranks > 1) {
+      o["ranks"] = a.ranks;
+      o["intra_node"] = {{"latency_us", intra.latency_us}, {"bandwidth_gb_s", intra.bandwidth_gb_s},
+                         {"max_error", intra.max_error}};
+      for (const CollectiveTiming& t : collectives)
+        o["all_reduce"].push_back({{"bytes", t.bytes}, {"seconds", t.seconds}});
+    }
     for (const auto& row : r.gemm_rows)
       o["gemm_rows"].push_back({{"label", row.label}, {"measured_s", row.measured_s},
                                 {"predicted_before_s", row.before_s}, {"predicted_after_s", row.after_s}});
@@ -240,6 +328,11 @@ CommandRunner register_calibrate_command(CLI::App& app) {
   cmd->add_option("--seq", a->seq, "with --measure: sequence length (default: the model's)");
   cmd->add_option("--attention-backend", a->attention_backend,
                   "which attention rows to fit: default, flash, cudnn")
+      ->capture_default_str();
+  cmd->add_option("--ranks", a->ranks,
+                  "with --measure: describe this CPU as R devices, one per rank of `loom run` "
+                  "(cores / R threads each): per-rank peak, bandwidth and memory, kernels timed by "
+                  "R copies at once, the thread communicator's all-reduce as the intra-node fabric")
       ->capture_default_str();
   cmd->add_option("--name", a->name, "name of the calibrated profile (default: <cluster>-calibrated)");
   cmd->add_option("--out", a->out, "write the calibrated profile YAML here");

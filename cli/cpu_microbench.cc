@@ -25,12 +25,17 @@ namespace {
 namespace cpu = kernels::cpu;
 
 // Median seconds of f() over repeats (at least 3, up to 0.3 s of runs), after one warm-up.
+// With `sync` (copies measuring at once, measure_cpu's sync): every run starts when all copies
+// call sync, and the repeat count is fixed so that the copies call it equally often.
 template <typename F>
-double median_seconds(F&& f) {
+double median_seconds(const std::function<void()>& sync, F&& f) {
+  if (sync) sync();
   f();
   std::vector<double> t;
   double total = 0;
-  while (t.size() < 3 || (total < 0.3 && t.size() < 50)) {
+  constexpr size_t kSyncedRepeats = 7;
+  while (sync ? t.size() < kSyncedRepeats : (t.size() < 3 || (total < 0.3 && t.size() < 50))) {
+    if (sync) sync();
     const auto t0 = std::chrono::steady_clock::now();
     f();
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -58,7 +63,8 @@ bool ends_with(const std::string& s, const char* tail) {
 
 core::Result<sim::CalibrationMeasurements> measure_cpu(const core::ModelSpec& model,
                                                       const core::Layout& layout,
-                                                      std::ostream* progress) {
+                                                      std::ostream* progress,
+                                                      const std::function<void()>& sync) {
   sim::CalibrationMeasurements meas;
   meas.source = fmt::format("Loom's CPU kernels, {} OpenMP threads, {} mbs {} seq {}",
                             omp_get_max_threads(), model.name, layout.mbs, layout.seq);
@@ -83,7 +89,7 @@ core::Result<sim::CalibrationMeasurements> measure_cpu(const core::ModelSpec& mo
     const std::vector<float> a = random_values(static_cast<size_t>(m * k), 1);
     const std::vector<float> b = random_values(static_cast<size_t>(n * k), 2);
     std::vector<float> c(static_cast<size_t>(m * n));
-    const double s = median_seconds([&] {
+    const double s = median_seconds(sync, [&] {
       if (orient == 0) cpu::matmul_nt<float>(m, n, k, a.data(), b.data(), c.data(), 0.f);
       else if (orient == 1) cpu::matmul_nn<float>(m, n, k, a.data(), b.data(), c.data(), 0.f);
       else cpu::matmul_tn<float>(m, n, k, a.data(), b.data(), c.data(), 0.f);
@@ -105,10 +111,10 @@ core::Result<sim::CalibrationMeasurements> measure_cpu(const core::ModelSpec& mo
   std::vector<float> out(q.size()), lse(static_cast<size_t>(b * hq * t)), dq(q.size()),
       dk(kk.size()), dv(v.size());
   const double fwd_flops = 4.0 * b * hq * t * t * d * 0.5;  // as simulator/block_ops.cc counts
-  const double fwd_s = median_seconds([&] {
+  const double fwd_s = median_seconds(sync, [&] {
     cpu::attention_fwd<float>(b, t, hq, hkv, d, q.data(), kk.data(), v.data(), nullptr, out.data(), lse.data());
   });
-  const double bwd_s = median_seconds([&] {
+  const double bwd_s = median_seconds(sync, [&] {
     cpu::attention_bwd<float>(b, t, hq, hkv, d, q.data(), kk.data(), v.data(), nullptr, out.data(),
                               lse.data(), dout.data(), dq.data(), dk.data(), dv.data());
   });
@@ -126,7 +132,7 @@ core::Result<sim::CalibrationMeasurements> measure_cpu(const core::ModelSpec& mo
   // not by bytes, so a large copy describes them badly.
   const int64_t n = int64_t{64} << 20;
   std::vector<float> src(static_cast<size_t>(n), 1.f), dst(static_cast<size_t>(n));
-  const double copy_s = median_seconds([&] {
+  const double copy_s = median_seconds(sync, [&] {
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < n; ++i) dst[static_cast<size_t>(i)] = src[static_cast<size_t>(i)];
   });
@@ -170,7 +176,7 @@ core::Result<sim::CalibrationMeasurements> measure_cpu(const core::ModelSpec& mo
        }},
   };
   std::map<std::string, double> seconds;
-  for (const auto& [name, f] : kernels) seconds[name] = median_seconds(f);
+  for (const auto& [name, f] : kernels) seconds[name] = median_seconds(sync, f);
   // The simulator's element-wise ops of one block (fp32 bytes), matched to the kernels above.
   core::Layout fp32 = layout;
   fp32.precision = core::Precision::kFp32;

@@ -7,6 +7,7 @@
 // sim::calibrate_compute like the GPU measurements do.
 #pragma once
 
+#include <functional>
 #include <ostream>
 
 #include "core/layout.h"
@@ -16,9 +17,12 @@
 
 namespace loom::cli {
 
-// layout: resolved (core::resolve_layout). progress: one line per shape, or nullptr.
+// layout: resolved (core::resolve_layout). progress: one line per shape, or nullptr. sync: when
+// several copies measure at once (cpu_ranks.h), a barrier among them, called before every timed
+// run so that the copies' kernels overlap as the ranks' do in training.
 core::Result<sim::CalibrationMeasurements> measure_cpu(const core::ModelSpec& model,
                                                       const core::Layout& layout,
-                                                      std::ostream* progress);
+                                                      std::ostream* progress,
+                                                      const std::function<void()>& sync = {});
 
 }  // namespace loom::cli

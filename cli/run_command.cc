@@ -1,14 +1,16 @@
 // `loom run`: one command that plans and trains, then sets the prediction against the
-// measurement (issue 7). The search is `loom plan`'s, restricted to the layouts whose CPU
-// prediction has been checked against measurement (tp 1, pp 1, ZeRO 0-2, docs/validation/
-// cpu-runs.md; the trainer itself also runs TP, PP and ZeRO-3 through `loom train`; on a CPU
-// profile in fp32, the CPU trainer's precision); the best plan is trained for --steps
+// measurement (issue 7). The search is `loom plan`'s over the layouts the trainer runs
+// (framework loom-cpu on a CPU profile, in fp32, the CPU trainer's precision: TP, PP with
+// 1F1B / interleaving, ZeRO 0-3, no sequence parallelism; a CPU profile with several ranks comes
+// from `loom calibrate --measure --ranks R`); the best plan is trained for --steps
 // iterations on synthetic tokens (the parallel trainer's loop, its ranks as threads / MPI
 // processes, trainer/parallel_run.h; --trace writes the last iteration as a Chrome trace with
 // the simulator's event names); then predicted and measured step time, tokens/s and per-rank
 // training memory (weights, gradients, optimizer state, activations and scratch) are printed as
 // a table or JSON. A CPU profile should be calibrated first (`loom calibrate --measure`). GPU
 // profiles train through the CUDA trainer (one GPU).
+#include <algorithm>
+#include <cmath>
 #include <iostream>
 #include <memory>
 
@@ -21,6 +23,7 @@
 #include "core/model_io.h"
 #include "planner/plan.h"
 #include "planner/search.h"
+#include "simulator/memory_model.h"
 #include "trainer/parallel_run.h"
 #include "trainer/trainer.h"
 #ifdef LOOM_WITH_CUDA
@@ -43,6 +46,31 @@ struct RunArgs {
   std::string trace;
   bool json = false;
 };
+
+struct RankMemory {
+  int64_t rank = 0, stage = 0;
+  double predicted_gib = 0, measured_gib = 0;
+};
+
+// Each rank's training buffers (state + activation high-water, trainer/parallel_run.h) and the
+// memory model's peak of its pipeline stage.
+core::Result<std::vector<RankMemory>> rank_memory(const plan::PlanRequest& req, const core::Layout& l,
+                                                  const train::TrainSummary& s) {
+  sim::MemoryModelInput in{req.model, req.cluster, l, req.framework};
+  LOOM_ASSIGN_OR_RETURN(const sim::MemoryReport report, sim::estimate_memory(in));
+  const double gib = 1073741824.0;
+  std::vector<RankMemory> out;
+  for (size_t r = 0; r < s.ranks.size(); ++r) {
+    const int64_t stage = core::rank_coords(l, static_cast<int64_t>(r)).pp;
+    out.push_back({static_cast<int64_t>(r), stage, report.stages[stage].peak_bytes / gib,
+                   static_cast<double>(s.ranks[r].state_bytes + s.ranks[r].workspace_bytes) / gib});
+  }
+  if (out.empty()) {
+    out.push_back({0, 0, report.stages[0].peak_bytes / gib,
+                   static_cast<double>(s.state_bytes + s.workspace_bytes) / gib});
+  }
+  return out;
+}
 
 core::Status run_run(const RunArgs& a) {
   plan::PlanRequest req;
@@ -74,8 +102,6 @@ core::Status run_run(const RunArgs& a) {
   req.gbs = a.gbs;
   req.seq = a.seq > 0 ? a.seq : req.model.max_seq_len;
   req.top_k = 1;
-  for (const char* c : {"tp=1", "pp=1", "vpp=1", "zero<=2"})
-    req.constraints.push_back(plan::parse_constraint(c).value());
   // ZeRO shards nothing on one rank (and its staging buffers would only cost memory).
   if (a.gpus == 1) req.constraints.push_back(plan::parse_constraint("zero=0").value());
   for (const auto& c : a.constraints) {
@@ -85,8 +111,7 @@ core::Status run_run(const RunArgs& a) {
   LOOM_ASSIGN_OR_RETURN(plan::PlanResult result, plan::search_plans(req));
   if (result.top.empty()) {
     return core::error(core::ErrorCode::kInfeasible,
-                       "no layout loom run compares (tp 1, pp 1, ZeRO 0-2) fits {} on {} x {} with "
-                       "gbs {} and seq {}{}",
+                       "no layout the trainer runs fits {} on {} x {} with gbs {} and seq {}{}",
                        req.model.name, req.gpus, req.cluster.name, req.gbs, req.seq,
                        result.best_rejected_reason.empty() ? "" : ": " + result.best_rejected_reason);
   }
@@ -121,8 +146,19 @@ core::Status run_run(const RunArgs& a) {
   if (!reporting) return core::ok_status();
 
   const double gib = 1073741824.0;
-  const double measured_gib = cpu ? static_cast<double>(s.state_bytes + s.workspace_bytes) / gib
-                                  : static_cast<double>(s.peak_device_bytes) / gib;
+  // Every rank against its pipeline stage's prediction; the headline pair is the rank whose
+  // measurement is furthest from its prediction.
+  std::vector<RankMemory> ranks;
+  if (cpu) {
+    LOOM_ASSIGN_OR_RETURN(ranks, rank_memory(req, l, s));
+  } else {
+    ranks.push_back({0, 0, best.peak_gib, static_cast<double>(s.peak_device_bytes) / gib});
+  }
+  const RankMemory& worst = *std::max_element(
+      ranks.begin(), ranks.end(), [](const RankMemory& x, const RankMemory& y) {
+        return std::abs(x.measured_gib / x.predicted_gib - 1) < std::abs(y.measured_gib / y.predicted_gib - 1);
+      });
+  const double measured_gib = worst.measured_gib, predicted_gib = worst.predicted_gib;
   const double predicted_s = best.step.step_time_s, measured_s = s.mean_step_time_s;
   const double tokens = static_cast<double>(l.gbs * l.seq);
   if (a.json) {
@@ -135,20 +171,15 @@ core::Status run_run(const RunArgs& a) {
         {"measured_step_time_s", measured_s},
         {"predicted_tokens_per_s", tokens / predicted_s},
         {"measured_tokens_per_s", s.tokens_per_s},
-        {"predicted_peak_gib", best.peak_gib},
+        {"predicted_peak_gib", predicted_gib},
         {"measured_peak_gib", measured_gib},
         {"measured_what", cpu ? "training buffers (state + activation high-water) per rank"
                               : "device memory in use (cudaMemGetInfo)"},
         {"iterations", s.last_step - s.first_step + 1},
         {"ranks", nlohmann::json::array()}};
-    for (int64_t r = 0; r < l.dp; ++r) {  // tp = pp = 1: data-parallel ranks
-      const auto rank = static_cast<size_t>(r);
-      const double rank_gib =
-          rank < s.ranks.size()
-              ? static_cast<double>(s.ranks[rank].state_bytes + s.ranks[rank].workspace_bytes) / gib
-              : measured_gib;
-      j["ranks"].push_back({{"rank", r}, {"predicted_peak_gib", best.peak_gib},
-                            {"measured_peak_gib", rank_gib}});
+    for (const RankMemory& r : ranks) {
+      j["ranks"].push_back({{"rank", r.rank}, {"pipeline_stage", r.stage},
+                            {"predicted_peak_gib", r.predicted_gib}, {"measured_peak_gib", r.measured_gib}});
     }
     j["summary"] = s.to_json();
     std::cout << j.dump(2) << "\n";
@@ -163,9 +194,20 @@ core::Status run_run(const RunArgs& a) {
              fmt::format("{:.2f}", measured_s / predicted_s)});
   t.add_row({"tokens/s", fmt::format("{:.0f}", tokens / predicted_s), fmt::format("{:.0f}", s.tokens_per_s),
              fmt::format("{:.2f}", s.tokens_per_s * predicted_s / tokens)});
-  t.add_row({cpu ? "training memory per rank GiB" : "device memory GiB", fmt::format("{:.4g}", best.peak_gib),
-             fmt::format("{:.4g}", measured_gib), fmt::format("{:.2f}", measured_gib / best.peak_gib)});
+  t.add_row({cpu ? "training memory per rank GiB" : "device memory GiB", fmt::format("{:.4g}", predicted_gib),
+             fmt::format("{:.4g}", measured_gib), fmt::format("{:.3f}", measured_gib / predicted_gib)});
   std::cout << "\n" << t.render();
+  if (ranks.size() > 1) {
+    Table per;
+    for (const char* c : {"rank", "stage", "predicted GiB", "measured GiB", "measured / predicted"})
+      per.add_column(c);
+    for (const RankMemory& r : ranks) {
+      per.add_row({std::to_string(r.rank), std::to_string(r.stage), fmt::format("{:.4g}", r.predicted_gib),
+                   fmt::format("{:.4g}", r.measured_gib), fmt::format("{:.3f}", r.measured_gib / r.predicted_gib)});
+    }
+    std::cout << "\nTraining memory of every rank (the row above: the furthest from its prediction)\n"
+              << per.render();
+  }
   std::cout << fmt::format("\n{} iterations measured (the first excluded from the mean){}\n",
                            s.last_step - s.first_step + 1,
                            a.trace.empty() ? "" : "; the last one as a Chrome trace in " + a.trace);

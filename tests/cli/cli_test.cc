@@ -7,6 +7,9 @@
 #include <cstdio>
 #include <fstream>
 #include <string>
+#include <thread>
+
+#include "core/cluster_profile.h"
 
 namespace {
 
@@ -251,6 +254,48 @@ TEST(CliCalibrate, MeasuresTheCpuKernelsAndFitsTheCpuProfile) {
   EXPECT_NE(o.text.find("give either --measurements FILE"), std::string::npos) << o.text;
 }
 
+// `loom calibrate --measure --ranks 2` describes this CPU as two devices (one per rank of
+// `loom run`): half the peak and memory each, two per node, the thread communicator's
+// all-reduce as the intra-node fabric; `loom run` then plans and trains two-rank layouts on it
+// and reports every rank against its pipeline stage.
+TEST(CliCalibrate, SplitsTheCpuIntoRanksForLoomRun) {
+  const unsigned cores = std::thread::hardware_concurrency();
+  if (cores < 2 || cores % 2 != 0) GTEST_SKIP() << cores << " cores: two ranks need an even count";
+  const std::string out = ::testing::TempDir() + "loom-local-cpu-2ranks.yaml";
+  std::remove(out.c_str());
+  Output o = run_loom("calibrate --cluster local-cpu --measure --model tiny-llama --mbs 2 --seq 64 "
+                      "--ranks 2 --name local-2 --json --out " + out);
+  ASSERT_EQ(o.exit_code, 0) << o.text;
+  auto j = nlohmann::json::parse(o.text);
+  EXPECT_EQ(j["ranks"], 2);
+  EXPECT_EQ(j["all_reduce"].size(), 4u);
+  EXPECT_GT(j["intra_node"]["latency_us"].get<double>(), 0);
+  EXPECT_GT(j["intra_node"]["bandwidth_gb_s"].get<double>(), 0);
+  const auto whole = loom::core::load_cluster_profile("local-cpu").value();
+  const auto split = loom::core::load_cluster_profile(out).value();
+  EXPECT_EQ(split.gpus_per_node, 2);
+  EXPECT_NEAR(split.device.peak_tflops_fp32, whole.device.peak_tflops_fp32 / 2, 1e-3);
+  EXPECT_NEAR(split.device.memory_gib, whole.device.memory_gib / 2, 0.01);
+  EXPECT_EQ(split.compute.sm_count, whole.compute.sm_count / 2);
+  EXPECT_EQ(split.intra_node.collective_efficiency, 1.0);
+
+  o = run_loom("run --model tiny-llama --cluster " + out +
+               " --gpus 2 --gbs 4 --seq 64 --steps 2 --constraint pp=2 --json");
+  ASSERT_EQ(o.exit_code, 0) << o.text;
+  j = nlohmann::json::parse(o.text.substr(o.text.find("{\n")));
+  ASSERT_EQ(j.at("ranks").size(), 2u);
+  EXPECT_EQ(j["ranks"][0]["pipeline_stage"], 0);
+  EXPECT_EQ(j["ranks"][1]["pipeline_stage"], 1);
+  EXPECT_NE(j["ranks"][0]["predicted_peak_gib"], j["ranks"][1]["predicted_peak_gib"]);
+
+  o = run_loom("calibrate --cluster local-cpu --measure --model tiny-llama --ranks 3");
+  EXPECT_EQ(o.exit_code, 2);
+  EXPECT_NE(o.text.find("--ranks 3: this machine has"), std::string::npos) << o.text;
+  o = run_loom("calibrate --cluster " + out + " --measure --model tiny-llama --ranks 2");
+  EXPECT_EQ(o.exit_code, 2);
+  EXPECT_NE(o.text.find("already has 2 devices per node"), std::string::npos) << o.text;
+}
+
 // `loom run` plans within what the trainer runs, trains it and reports both sides: the JSON keys
 // scripts read, finite positive figures on each side (their agreement is a report, measured on
 // this machine in docs/validation/cpu-runs.md, not a unit-test assertion).
@@ -267,7 +312,7 @@ TEST(CliRun, PlansTrainsAndReportsPredictedAndMeasured) {
   EXPECT_EQ(j.at("ranks").size(), 1u);
   const Output bad = run_loom("run --model tiny-llama --cluster local-cpu --gbs 4 --seq 64 --constraint tp=2");
   EXPECT_NE(bad.exit_code, 0);
-  EXPECT_NE(bad.text.find("no layout loom run compares"), std::string::npos) << bad.text;
+  EXPECT_NE(bad.text.find("no layout the trainer runs fits"), std::string::npos) << bad.text;
   const Output gpus = run_loom("run --model tiny-llama --cluster h200-1gpu --gpus 2 --gbs 4 --seq 64");
   EXPECT_EQ(gpus.exit_code, 2) << gpus.text;
   EXPECT_TRUE(gpus.text.find("--gpus 2: on a GPU profile") != std::string::npos ||
