@@ -168,7 +168,8 @@ std::vector<Op> block_recompute_ops(const core::ModelSpec& m, const core::Layout
                                     const OpOptions& o) {
   if (l.recompute == core::Recompute::kFull) return block_forward_ops(m, l, o);
   std::vector<Op> ops;
-  if (l.recompute == core::Recompute::kSelective && !o.flash_attention) {
+  if (l.recompute == core::Recompute::kSelective &&
+      (!o.flash_attention || o.selective_recomputes_attention)) {
     add_attention(ops, dims(m, l), o, /*backward=*/false);
   }
   return ops;

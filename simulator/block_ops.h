@@ -28,6 +28,9 @@ struct Op {
 struct OpOptions {
   bool flash_attention = true;
   bool dropout = false;
+  // Selective recompute reruns the flash-attention forward before the backward (the framework
+  // drops the attention output and log-sum-exp: FrameworkTraits::selective_drops_attention_output).
+  bool selective_recomputes_attention = false;
 };
 
 // Forward of one block (what recompute repeats), and its backward.
@@ -36,7 +39,8 @@ std::vector<Op> block_forward_ops(const core::ModelSpec& model, const core::Layo
 std::vector<Op> block_backward_ops(const core::ModelSpec& model, const core::Layout& layout,
                                    const OpOptions& options);
 // What recompute adds before a block's backward: the whole forward (full) or the attention
-// core (selective; with flash attention the kernel recomputes internally, so nothing).
+// core (selective; with flash attention the kernel recomputes internally, so nothing, unless
+// the framework dropped the attention output: selective_recomputes_attention).
 std::vector<Op> block_recompute_ops(const core::ModelSpec& model, const core::Layout& layout,
                                     const OpOptions& options);
 

@@ -270,6 +270,7 @@ core::Result<Context> make_context(const StepTimeInput& in, CollectiveModel& com
   OpOptions op_options;
   op_options.flash_attention = in.flash_attention.value_or(fw.flash_attention);
   op_options.dropout = in.dropout || fw.dropout;
+  op_options.selective_recomputes_attention = fw.selective_drops_attention_output;
   return Context{in, fw, ComputeModel(in.cluster, in.layout.precision), comm, op_options};
 }
 
