@@ -90,10 +90,10 @@ core::Status run_train(TrainArgs& a) {
     auto cannot = [&](const std::string& what) {
       return core::error(core::ErrorCode::kInvalidArgument,
                          "--plan {}: {}; the trainer runs tp x pp x dp layouts with ZeRO 0-3 "
-                         "(ZeRO-2/3 without pipelining), no sequence parallelism{}",
+                         "(ZeRO-2/3 without pipelining) and sequence parallelism{}",
                          a.plan, what, cuda ? ", and one GPU with --backend cuda" : "");
     };
-    if (l.sp) return cannot("sp true (sequence parallelism is still to come)");
+    if (cuda && l.sp) return cannot("sp true on --backend cuda");
     if (cuda && l.tp * l.pp * l.dp != 1)
       return cannot(fmt::format("{} on --backend cuda", l.summary()));
     a.cfg.model_spec = p.model;
@@ -137,6 +137,7 @@ core::Status run_train(TrainArgs& a) {
     j["pp"] = resolved.pp;
     j["vpp"] = resolved.vpp;
     j["dp"] = resolved.dp;
+    j["sp"] = resolved.sp;
     j["zero"] = resolved.zero;
     j["partition"] = resolved.partition;
     if (a.json) {
@@ -252,6 +253,9 @@ CommandRunner register_train_command(CLI::App& app) {
                   "2 (and gradients), 3 (and weights, gathered per block); 2 and 3 without "
                   "pipelining")
       ->capture_default_str();
+  sub->add_flag("--sp,--sequence-parallel", l.sp,
+                "sequence parallelism over the --tp ranks (norms, residual stream and pipeline "
+                "messages split over the tokens)");
   sub->add_option("--schedule", args->schedule, "pipeline schedule: 1f1b (interleaved when vpp > 1), gpipe")
       ->capture_default_str();
   sub->add_option("--partition-method", args->partition_method,
@@ -269,8 +273,8 @@ CommandRunner register_train_command(CLI::App& app) {
     if (!sub->parsed()) return core::ok_status();
     if (!args->plan.empty()) {
       for (const char* name : {"--model", "--mbs", "--gbs", "--seq", "--recompute", "--tp", "--pp",
-                               "--vpp", "--dp", "--zero", "--schedule", "--partition-method",
-                               "--partition"}) {
+                               "--vpp", "--dp", "--zero", "--sp", "--schedule",
+                               "--partition-method", "--partition"}) {
         if (sub->get_option(name)->count() > 0) {
           return core::error(core::ErrorCode::kInvalidArgument,
                              "{} with --plan {}: the plan sets it (drop {}, or train without --plan)",

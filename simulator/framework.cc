@@ -358,10 +358,6 @@ core::Status apply_framework_param(FrameworkTraits& traits, const std::string& a
 core::Status FrameworkTraits::check_layout(const core::Layout& layout) const {
   if (id == Framework::kLoom || id == Framework::kLoomCpu) {
     // What trainer/parallel_trainer.h runs (ParallelTrainer::check_layout says the same).
-    if (layout.sp) {
-      return core::error(core::ErrorCode::kInfeasible,
-                         "--sp: {} does not run sequence parallelism (allowed: no --sp)", name);
-    }
     if (layout.zero >= 2 && layout.pp > 1) {
       return core::error(core::ErrorCode::kInfeasible,
                          "--zero {} with pp {}: {} shards gradients or parameters by unit without "

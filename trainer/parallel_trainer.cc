@@ -25,7 +25,14 @@ core::Status unsupported(const char* field, const std::string& value, const char
 }  // namespace
 
 core::Status ParallelTrainer::check_layout(const core::Layout& layout) {
-  if (layout.sp) return unsupported("sp", "true", "sequence parallelism is not implemented yet");
+  if (layout.sp && layout.tp < 2) {
+    return unsupported("sp", "true", "sequence parallelism splits over tensor-parallel ranks: tp > 1");
+  }
+  if (layout.sp && (layout.mbs * layout.seq) % layout.tp != 0) {
+    const std::string why = fmt::format("a micro-batch's mbs x seq = {} tokens must split over tp {}",
+                                        layout.mbs * layout.seq, layout.tp);
+    return unsupported("sp", "true", why.c_str());
+  }
   if (layout.zero > 3 || layout.zero < 0) {
     return unsupported("zero", std::to_string(layout.zero), "allowed: 0, 1, 2, 3");
   }
@@ -91,6 +98,7 @@ ModelShard ParallelTrainer::chunk_shard(const core::Layout& layout, int64_t tp_r
   for (int64_t s = 0; s < v; ++s) first += layout.partition[s];
   return ModelShard{.tp_rank = tp_rank,
                     .tp = layout.tp,
+                    .sp = layout.sp,
                     .first_layer = first,
                     .end_layer = first + layout.partition[v],
                     .embedding = v == 0,
@@ -266,7 +274,8 @@ core::Status ParallelTrainer::run_pipeline(const std::vector<std::vector<int32_t
   const int64_t pp = layout_.pp, stages = pp * layout_.vpp, rank = groups_->coords.pp;
   LOOM_ASSIGN_OR_RETURN(const std::vector<PipelineAction> actions,
                         pipeline_schedule(layout_.schedule, pp, layout_.vpp, count, rank));
-  message_floats_ = mbs * seq * spec_.hidden_size;
+  // This rank's rows of the stage boundary (under sequence parallelism N / tp of them).
+  message_floats_ = mbs * seq * spec_.hidden_size / (layout_.sp ? layout_.tp : 1);
   // The received activation, the received gradient and the gradient to send (pipelines only).
   const int64_t buffer = stages > 1 ? message_floats_ : 0;
   std::vector<float> x_in(buffer), dy(buffer), dx(buffer);

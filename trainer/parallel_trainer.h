@@ -2,7 +2,8 @@
 // resolved core::Layout as the planner writes it (issue 7). The rank holds the model chunks of
 // its pipeline rank (virtual stages chunk * pp + pp_rank, blocks as layout.partition says, the
 // embedding with virtual stage 0 and the final norm + LM head + loss with the last), each cut
-// for its tensor-parallel rank (Transformer with a ModelShard); its flat parameters are the
+// for its tensor-parallel rank (Transformer with a ModelShard; with sequence parallelism the
+// residual stream and the pipeline's messages are split over the tokens); its flat parameters are the
 // chunks' tensors one after another. An iteration:
 //   1. the rank's contiguous share of the global batch's micro-batches goes through the
 //      pipeline in the layout's schedule (pipeline_schedule.h); activations and their gradients
@@ -48,7 +49,7 @@ class ParallelTrainer {
   // layout: resolved (core::resolve_layout) for `spec`, tp * pp * dp == the world the groups
   // were made from; groups: this rank's (kept, not owned); init: the full fp32 weights in
   // ParamLayout(spec) order, the same on every rank. Errors name the layout field that this
-  // trainer does not run (sequence parallelism, ZeRO-2/3 with pp > 1).
+  // trainer does not run (ZeRO-2/3 with pp > 1, sequence parallelism that does not split).
   static core::Result<std::unique_ptr<ParallelTrainer>> create(const core::ModelSpec& spec,
                                                                const core::Layout& layout,
                                                                const OptimizerConfig& optim,
@@ -61,8 +62,9 @@ class ParallelTrainer {
   static ModelShard chunk_shard(const core::Layout& layout, int64_t tp_rank, int64_t pp_rank,
                                 int64_t chunk);
 
-  // The layout fields this trainer does not run (sequence parallelism, ZeRO-2/3 with pp > 1,
-  // vpp > 1 without pp), each refused by name.
+  // The layout fields this trainer does not run (ZeRO-2/3 with pp > 1, vpp > 1 without pp,
+  // sequence parallelism without tp > 1 or with tokens that do not split over tp), each
+  // refused by name.
   static core::Status check_layout(const core::Layout& layout);
 
   struct Step {

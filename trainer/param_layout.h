@@ -51,6 +51,10 @@ struct ParamInfo {
 // rank tp_rank of tp. The default is the whole model on one rank.
 struct ModelShard {
   int64_t tp_rank = 0, tp = 1;
+  // Megatron's sequence parallelism (tp > 1): outside the tensor-parallel GEMMs the residual
+  // stream, the norms and their saved inputs are split over the tokens (this rank: tokens
+  // [tp_rank, tp_rank + 1) x N / tp of the micro-batch's N = b x s, in [b, s] order).
+  bool sp = false;
   int64_t first_layer = 0, end_layer = -1;  // -1: to the last block
   bool embedding = true, head = true;
   bool whole(const core::ModelSpec& spec) const;

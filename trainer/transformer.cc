@@ -42,6 +42,7 @@ Transformer<T>::Transformer(const core::ModelSpec& spec, core::Recompute recompu
     : spec_(spec),
       shard_(shard),
       tp_(shard.tp > 1 ? tp : nullptr),
+      sp_(shard.sp && shard.tp > 1 && tp != nullptr),
       layout_(spec, shard),
       recompute_(recompute),
       d_(spec, shard.tp),
@@ -96,20 +97,30 @@ void Transformer<T>::prepare(int64_t b, int64_t s) {
   b_ = b;
   s_ = s;
   n_ = b * s;
+  nl_ = sp_ ? n_ / shard_.tp : n_;
+  if (sp_ && n_ % shard_.tp != 0 && comm_status_.ok()) {
+    comm_status_ = core::error(core::ErrorCode::kInvalidArgument,
+                               "sequence parallelism: {} tokens per micro-batch do not split over "
+                               "{} tensor-parallel ranks",
+                               n_, shard_.tp);
+  }
   slots_.clear();  // sized again for the new shape when acquired
   if (recompute_ == core::Recompute::kFull) {
     size_acts(ws_->acts, true);
-    resize(ws_->acts.x_in, n_ * d_.h);  // the recomputed block's output (discarded)
+    resize(ws_->acts.x_in, nl_ * d_.h);  // the recomputed block's output (discarded)
   } else if (recompute_ == core::Recompute::kSelective) {  // one attention core for all blocks
     resize(ws_->acts.o, n_ * d_.q_dim);
     resize(ws_->acts.lse, b_ * d_.heads * s_);
   }
   for (auto* v : {&ws_->sc.dact, &ws_->sc.du}) resize(*v, n_ * d_.ffn);
   if (spec_.mlp == core::MlpKind::kSwiGlu) resize(ws_->sc.dg, n_ * d_.ffn);  // the gate's gradient
-  for (auto* v : {&ws_->sc.dxn, &ws_->sc.dres}) resize(*v, n_ * d_.h);
+  resize(ws_->sc.dxn, n_ * d_.h);  // a column-parallel input gradient, all tokens
+  resize(ws_->sc.dres, nl_ * d_.h);
   for (auto* v : {&ws_->sc.dattn, &ws_->sc.dq}) resize(*v, n_ * d_.q_dim);
   for (auto* v : {&ws_->sc.dk, &ws_->sc.dv}) resize(*v, n_ * d_.kv_dim);
-  for (auto* v : {&ws_->dx, &ws_->dx2}) resize(*v, n_ * d_.h);
+  for (auto* v : {&ws_->dx, &ws_->dx2}) resize(*v, nl_ * d_.h);
+  for (auto* v : {&ws_->gathered, &ws_->partial}) resize(*v, sp_ ? n_ * d_.h : 0);
+  resize(ws_->norm_grads, sp_ ? 2 * d_.h : 0);
   if (shard_.head) {
     const int64_t rows = std::clamp<int64_t>(kLogitsChunkElements / d_.vp, 1, n_);
     resize(ws_->logits, rows * d_.vp);
@@ -124,9 +135,9 @@ void Transformer<T>::prepare(int64_t b, int64_t s) {
 
 template <typename T>
 void Transformer<T>::size_acts(LayerActs& a, bool keep_core) {
-  resize(a.xn1, n_ * d_.h);
-  resize(a.mean1, n_);
-  resize(a.rstd1, n_);
+  resize(a.xn1, nl_ * d_.h);  // the residual stream's rows (N / tp under sp)
+  resize(a.mean1, nl_);
+  resize(a.rstd1, nl_);
   resize(a.q, n_ * d_.q_dim);
   resize(a.k, n_ * d_.kv_dim);
   resize(a.v, n_ * d_.kv_dim);
@@ -134,10 +145,10 @@ void Transformer<T>::size_acts(LayerActs& a, bool keep_core) {
     resize(a.o, n_ * d_.q_dim);
     resize(a.lse, b_ * d_.heads * s_);
   }
-  resize(a.x_mid, n_ * d_.h);
-  resize(a.xn2, n_ * d_.h);
-  resize(a.mean2, n_);
-  resize(a.rstd2, n_);
+  resize(a.x_mid, nl_ * d_.h);
+  resize(a.xn2, nl_ * d_.h);
+  resize(a.mean2, nl_);
+  resize(a.rstd2, nl_);
   if (spec_.mlp == core::MlpKind::kSwiGlu) resize(a.g, n_ * d_.ffn);
   resize(a.u, n_ * d_.ffn);
   resize(a.act, n_ * d_.ffn);
@@ -147,24 +158,24 @@ template <typename T>
 void Transformer<T>::size_slot(Slot& slot) {
   if (recompute_ == core::Recompute::kFull) {
     slot.block_in.resize(layers_);
-    for (auto& x : slot.block_in) resize(x, n_ * d_.h);
+    for (auto& x : slot.block_in) resize(x, nl_ * d_.h);
   } else {
     slot.acts.resize(layers_);
     for (auto& a : slot.acts) {
-      resize(a.x_in, n_ * d_.h);
+      resize(a.x_in, nl_ * d_.h);
       size_acts(a, recompute_ == core::Recompute::kNone);
     }
   }
   if (shard_.embedding && spec_.embedding_norm) {
-    resize(slot.embed_pre_norm, n_ * d_.h);
-    resize(slot.embed_mean, n_);
-    resize(slot.embed_rstd, n_);
+    resize(slot.embed_pre_norm, nl_ * d_.h);
+    resize(slot.embed_mean, nl_);
+    resize(slot.embed_rstd, nl_);
   }
-  resize(slot.x_final, n_ * d_.h);
+  resize(slot.x_final, nl_ * d_.h);
   if (shard_.head) {
-    resize(slot.xf, n_ * d_.h);
-    resize(slot.final_mean, n_);
-    resize(slot.final_rstd, n_);
+    resize(slot.xf, nl_ * d_.h);
+    resize(slot.final_mean, nl_);
+    resize(slot.final_rstd, nl_);
   }
   slot.inputs.assign(n_, 0);
   slot.targets.assign(n_, 0);
@@ -208,11 +219,29 @@ void Transformer<T>::reduce_tp(T* data, int64_t count) {
 }
 
 template <typename T>
+const T* Transformer<T>::gather_tokens(const T* local) {
+  if (!sp_) return local;
+  if (comm_status_.ok()) comm_status_ = tp_->all_gather(local, ws_->gathered.data(), nl_ * d_.h);
+  return ws_->gathered.data();
+}
+
+template <typename T>
+void Transformer<T>::reduce_input_grad(T* data) {
+  if (!sp_) return reduce_tp(data, n_ * d_.h);
+  if (comm_status_.ok()) comm_status_ = tp_->reduce_scatter(data, data, nl_ * d_.h);
+}
+
+template <typename T>
 void Transformer<T>::row_parallel_forward(const T* x, const T* p, int64_t w, int64_t bias,
                                           int64_t out, int64_t in, T* y) {
-  ops::matmul_nt<T>(n_, out, in, x, p + w, y, T(0));
-  reduce_tp(y, n_ * out);
-  if (bias >= 0) ops::bias_add<T>(n_, out, p + bias, y);
+  if (sp_) {  // partial sums of all tokens, reduce-scattered to this rank's rows
+    ops::matmul_nt<T>(n_, out, in, x, p + w, ws_->partial.data(), T(0));
+    if (comm_status_.ok()) comm_status_ = tp_->reduce_scatter(ws_->partial.data(), y, nl_ * out);
+  } else {
+    ops::matmul_nt<T>(n_, out, in, x, p + w, y, T(0));
+    reduce_tp(y, n_ * out);
+  }
+  if (bias >= 0) ops::bias_add<T>(nl_, out, p + bias, y);
 }
 
 template <typename T>
@@ -235,22 +264,31 @@ template <typename T>
 void Transformer<T>::norm_forward(const T* x, int64_t w, int64_t bias, const T* p, T* y, T* mean,
                                   T* rstd) {
   if (spec_.norm == core::NormKind::kRmsNorm) {
-    ops::rmsnorm_fwd<T>(n_, d_.h, x, p + w, spec_.norm_eps, y, rstd);
+    ops::rmsnorm_fwd<T>(nl_, d_.h, x, p + w, spec_.norm_eps, y, rstd);
     return;
   }
   const T* b = bias >= 0 ? p + bias : zero_bias_.data();
-  ops::layernorm_fwd<T>(n_, d_.h, x, p + w, b, spec_.norm_eps, y, mean, rstd);
+  ops::layernorm_fwd<T>(nl_, d_.h, x, p + w, b, spec_.norm_eps, y, mean, rstd);
 }
 
 template <typename T>
 void Transformer<T>::norm_backward(const T* dy, const T* x, int64_t w, int64_t bias, const T* p,
                                    T* gr, const T* mean, const T* rstd, T* dx) {
+  // With sp this rank's tokens give part of the weights' gradient: it is made apart, summed
+  // over the group, then added.
+  T* dw = sp_ ? ws_->norm_grads.data() : gr + w;
+  T* db = sp_ ? ws_->norm_grads.data() + d_.h : bias >= 0 ? gr + bias : unused_dbias_.data();
+  if (sp_) std::fill(ws_->norm_grads.begin(), ws_->norm_grads.end(), T(0));
   if (spec_.norm == core::NormKind::kRmsNorm) {
-    ops::rmsnorm_bwd<T>(n_, d_.h, dy, x, p + w, rstd, dx, gr + w);
-    return;
+    ops::rmsnorm_bwd<T>(nl_, d_.h, dy, x, p + w, rstd, dx, dw);
+  } else {
+    ops::layernorm_bwd<T>(nl_, d_.h, dy, x, p + w, mean, rstd, dx, dw,
+                          db);  // bias-less (no sp): discarded
   }
-  T* db = bias >= 0 ? gr + bias : unused_dbias_.data();  // bias-less: discarded
-  ops::layernorm_bwd<T>(n_, d_.h, dy, x, p + w, mean, rstd, dx, gr + w, db);
+  if (!sp_) return;
+  reduce_tp(ws_->norm_grads.data(), 2 * d_.h);
+  ops::add_inplace<T>(d_.h, dw, gr + w);
+  if (bias >= 0) ops::add_inplace<T>(d_.h, db, gr + bias);
 }
 
 template <typename T>
@@ -258,14 +296,19 @@ void Transformer<T>::embed_forward(const T* p, Slot& slot, T* x0) {
   T* out = spec_.embedding_norm ? slot.embed_pre_norm.data() : x0;
   if (tp_ == nullptr) {
     ops::embedding_fwd<T>(n_, d_.h, slot.inputs.data(), p + embed_, out);
+  } else if (sp_) {  // vocabulary-parallel rows of every token, reduce-scattered to this rank's
+    embedding_fwd_rows<T>(n_, d_.h, slot.inputs.data(), shard_.tp_rank * d_.vp, d_.vp,
+                          p + embed_, ws_->partial.data());
+    if (comm_status_.ok()) comm_status_ = tp_->reduce_scatter(ws_->partial.data(), out, nl_ * d_.h);
   } else {  // vocabulary-parallel: each rank looks up the rows it holds, summed over the group
     embedding_fwd_rows<T>(n_, d_.h, slot.inputs.data(), shard_.tp_rank * d_.vp, d_.vp,
                           p + embed_, out);
     reduce_tp(out, n_ * d_.h);
   }
   if (pos_embed_ >= 0) {
-    for (int64_t i = 0; i < n_; ++i) {
-      ops::add_inplace<T>(d_.h, p + pos_embed_ + (i % s_) * d_.h, out + i * d_.h);
+    const int64_t first = sp_ ? shard_.tp_rank * nl_ : 0;  // this rank's first token
+    for (int64_t i = 0; i < nl_; ++i) {
+      ops::add_inplace<T>(d_.h, p + pos_embed_ + ((first + i) % s_) * d_.h, out + i * d_.h);
     }
   }
   if (spec_.embedding_norm) {
@@ -282,6 +325,7 @@ void Transformer<T>::embed_backward(const T* p, T* gr, Slot& slot, T* dx0) {
     norm_backward(dx0, slot.embed_pre_norm.data(), embed_norm_w_, embed_norm_b_, p,
                   gr, slot.embed_mean.data(), slot.embed_rstd.data(), de);
   }
+  de = const_cast<T*>(gather_tokens(de));  // sp: every token's gradient (ws_->gathered)
   if (tp_ == nullptr) {
     ops::embedding_bwd<T>(n_, d_.h, slot.inputs.data(), de, gr + embed_);
   } else {
@@ -310,10 +354,11 @@ void Transformer<T>::block_forward(int64_t l, const T* p, const T* x_in, LayerAc
   const BlockOffsets& o = blocks_[l];
   norm_forward(x_in, o.attn_norm_w, o.attn_norm_b, p, a.xn1.data(), a.mean1.data(),
                a.rstd1.data());
-  // Column-parallel: this rank's heads.
-  linear_forward(a.xn1.data(), p, o.wq, o.bq, d_.q_dim, d_.h, a.q.data());
-  linear_forward(a.xn1.data(), p, o.wk, o.bk, d_.kv_dim, d_.h, a.k.data());
-  linear_forward(a.xn1.data(), p, o.wv, o.bv, d_.kv_dim, d_.h, a.v.data());
+  // Column-parallel: this rank's heads, over every token (sp: gathered).
+  const T* xn1 = gather_tokens(a.xn1.data());
+  linear_forward(xn1, p, o.wq, o.bq, d_.q_dim, d_.h, a.q.data());
+  linear_forward(xn1, p, o.wk, o.bk, d_.kv_dim, d_.h, a.k.data());
+  linear_forward(xn1, p, o.wv, o.bv, d_.kv_dim, d_.h, a.v.data());
   if (d_.rot_dim > 0) {
     ops::rope_fwd<T>(b_, s_, d_.heads, d_.head_dim, d_.rot_dim, rope_cos_.data(), rope_sin_.data(),
                      a.q.data());
@@ -323,51 +368,55 @@ void Transformer<T>::block_forward(int64_t l, const T* p, const T* x_in, LayerAc
   if (attention_core) attention_core_forward(a);
   const T* attn = recompute_ == core::Recompute::kSelective ? ws_->acts.o.data() : a.o.data();
   row_parallel_forward(attn, p, o.wo, o.bo, d_.h, d_.q_dim, a.x_mid.data());
-  ops::add_inplace<T>(n_ * d_.h, x_in, a.x_mid.data());
+  ops::add_inplace<T>(nl_ * d_.h, x_in, a.x_mid.data());
   norm_forward(a.x_mid.data(), o.mlp_norm_w, o.mlp_norm_b, p, a.xn2.data(), a.mean2.data(),
                a.rstd2.data());
+  const T* xn2 = gather_tokens(a.xn2.data());
   if (spec_.mlp == core::MlpKind::kSwiGlu) {
-    linear_forward(a.xn2.data(), p, o.w_gate, -1, d_.ffn, d_.h, a.g.data());
-    linear_forward(a.xn2.data(), p, o.w_up, -1, d_.ffn, d_.h, a.u.data());
+    linear_forward(xn2, p, o.w_gate, -1, d_.ffn, d_.h, a.g.data());
+    linear_forward(xn2, p, o.w_up, -1, d_.ffn, d_.h, a.u.data());
     ops::swiglu_fwd<T>(n_ * d_.ffn, a.g.data(), a.u.data(), a.act.data());
   } else {
-    linear_forward(a.xn2.data(), p, o.w_up, o.b_up, d_.ffn, d_.h, a.u.data());
+    linear_forward(xn2, p, o.w_up, o.b_up, d_.ffn, d_.h, a.u.data());
     ops::gelu_fwd<T>(n_ * d_.ffn, a.u.data(), a.act.data());
   }
   row_parallel_forward(a.act.data(), p, o.w_down, o.b_down, d_.h, d_.ffn, x_out);
-  ops::add_inplace<T>(n_ * d_.h, a.x_mid.data(), x_out);
+  ops::add_inplace<T>(nl_ * d_.h, a.x_mid.data(), x_out);
 }
 
 template <typename T>
 void Transformer<T>::block_backward(int64_t l, const T* p, T* gr, LayerActs& a, const T* x_in,
                                     const T* dx_out, T* dx_in) {
   const BlockOffsets& o = blocks_[l];
-  // MLP: x_out = x_mid + act W_down^T (row-parallel: dy is whole, dact is this rank's columns)
-  linear_backward(dx_out, a.act.data(), p, gr, o.w_down, o.b_down, d_.h, d_.ffn, ws_->sc.dact.data(),
-                  false);
+  // MLP: x_out = x_mid + act W_down^T (row-parallel: dy is whole -- gathered under sp -- and
+  // dact is this rank's columns)
+  linear_backward(gather_tokens(dx_out), a.act.data(), p, gr, o.w_down, o.b_down, d_.h, d_.ffn,
+                  ws_->sc.dact.data(), false);
+  const T* xn2 = gather_tokens(a.xn2.data());  // sp: gathered again for the weight gradients
   if (spec_.mlp == core::MlpKind::kSwiGlu) {
     ops::swiglu_bwd<T>(n_ * d_.ffn, ws_->sc.dact.data(), a.g.data(), a.u.data(), ws_->sc.dg.data(),
                        ws_->sc.du.data());
-    linear_backward(ws_->sc.dg.data(), a.xn2.data(), p, gr, o.w_gate, -1, d_.ffn, d_.h, ws_->sc.dxn.data(),
+    linear_backward(ws_->sc.dg.data(), xn2, p, gr, o.w_gate, -1, d_.ffn, d_.h, ws_->sc.dxn.data(),
                     false);
-    linear_backward(ws_->sc.du.data(), a.xn2.data(), p, gr, o.w_up, -1, d_.ffn, d_.h, ws_->sc.dxn.data(),
+    linear_backward(ws_->sc.du.data(), xn2, p, gr, o.w_up, -1, d_.ffn, d_.h, ws_->sc.dxn.data(),
                     true);
   } else {
     ops::gelu_bwd<T>(n_ * d_.ffn, ws_->sc.dact.data(), a.u.data(), ws_->sc.du.data());
-    linear_backward(ws_->sc.du.data(), a.xn2.data(), p, gr, o.w_up, o.b_up, d_.ffn, d_.h, ws_->sc.dxn.data(),
+    linear_backward(ws_->sc.du.data(), xn2, p, gr, o.w_up, o.b_up, d_.ffn, d_.h, ws_->sc.dxn.data(),
                     false);
   }
-  reduce_tp(ws_->sc.dxn.data(), n_ * d_.h);  // column-parallel input gradient: summed over ranks
+  reduce_input_grad(ws_->sc.dxn.data());  // column-parallel input gradient: summed over ranks
   // d x_mid = d x_out (residual) + d norm2
   norm_backward(ws_->sc.dxn.data(), a.x_mid.data(), o.mlp_norm_w, o.mlp_norm_b, p, gr, a.mean2.data(),
                 a.rstd2.data(), ws_->sc.dres.data());
-  ops::add_inplace<T>(n_ * d_.h, dx_out, ws_->sc.dres.data());
+  ops::add_inplace<T>(nl_ * d_.h, dx_out, ws_->sc.dres.data());
   const T* dmid = ws_->sc.dres.data();
   // Attention: x_mid = x_in + attn W_o^T
   const bool shared = recompute_ == core::Recompute::kSelective;
   const T* attn = shared ? ws_->acts.o.data() : a.o.data();
   const T* lse = shared ? ws_->acts.lse.data() : a.lse.data();
-  linear_backward(dmid, attn, p, gr, o.wo, o.bo, d_.h, d_.q_dim, ws_->sc.dattn.data(), false);
+  linear_backward(gather_tokens(dmid), attn, p, gr, o.wo, o.bo, d_.h, d_.q_dim,
+                  ws_->sc.dattn.data(), false);
   ops::attention_bwd<T>(b_, s_, d_.heads, d_.kv_heads, d_.head_dim, a.q.data(), a.k.data(), a.v.data(),
                         alibi_.empty() ? nullptr : alibi_.data(), attn, lse, ws_->sc.dattn.data(),
                         ws_->sc.dq.data(), ws_->sc.dk.data(), ws_->sc.dv.data());
@@ -377,16 +426,17 @@ void Transformer<T>::block_backward(int64_t l, const T* p, T* gr, LayerActs& a, 
     ops::rope_bwd<T>(b_, s_, d_.kv_heads, d_.head_dim, d_.rot_dim, rope_cos_.data(), rope_sin_.data(),
                      ws_->sc.dk.data());
   }
-  linear_backward(ws_->sc.dq.data(), a.xn1.data(), p, gr, o.wq, o.bq, d_.q_dim, d_.h, ws_->sc.dxn.data(),
+  const T* xn1 = gather_tokens(a.xn1.data());
+  linear_backward(ws_->sc.dq.data(), xn1, p, gr, o.wq, o.bq, d_.q_dim, d_.h, ws_->sc.dxn.data(),
                   false);
-  linear_backward(ws_->sc.dk.data(), a.xn1.data(), p, gr, o.wk, o.bk, d_.kv_dim, d_.h, ws_->sc.dxn.data(),
+  linear_backward(ws_->sc.dk.data(), xn1, p, gr, o.wk, o.bk, d_.kv_dim, d_.h, ws_->sc.dxn.data(),
                   true);
-  linear_backward(ws_->sc.dv.data(), a.xn1.data(), p, gr, o.wv, o.bv, d_.kv_dim, d_.h, ws_->sc.dxn.data(),
+  linear_backward(ws_->sc.dv.data(), xn1, p, gr, o.wv, o.bv, d_.kv_dim, d_.h, ws_->sc.dxn.data(),
                   true);
-  reduce_tp(ws_->sc.dxn.data(), n_ * d_.h);
+  reduce_input_grad(ws_->sc.dxn.data());
   norm_backward(ws_->sc.dxn.data(), x_in, o.attn_norm_w, o.attn_norm_b, p, gr, a.mean1.data(),
                 a.rstd1.data(), dx_in);
-  ops::add_inplace<T>(n_ * d_.h, dmid, dx_in);
+  ops::add_inplace<T>(nl_ * d_.h, dmid, dx_in);
 }
 
 template <typename T>
@@ -449,11 +499,13 @@ core::Status Transformer<T>::loss_chunks(Slot& slot, T grad_scale, bool backward
   if (p == nullptr || (backward && gr == nullptr)) return comm_status_;
   const int64_t rows = static_cast<int64_t>(ws_->logits.size()) / d_.vp;
   const T* w = p + lm_head_;
+  // Every token's final-norm output (sp: gathered; its rows become their gradients in place).
+  T* xf = const_cast<T*>(gather_tokens(slot.xf.data()));
   std::vector<T> loss_n(rows);
   double total = 0.0;
   for (int64_t r0 = 0; r0 < n_; r0 += rows) {
     const int64_t r = std::min(rows, n_ - r0);
-    const T* x = slot.xf.data() + r0 * d_.h;
+    const T* x = xf + r0 * d_.h;
     const int32_t* targets = slot.targets.data() + r0;
     ops::matmul_nt<T>(r, d_.vp, d_.h, x, w, ws_->logits.data(), T(0));
     if (tp_ != nullptr) {
@@ -474,9 +526,13 @@ core::Status Transformer<T>::loss_chunks(Slot& slot, T grad_scale, bool backward
     if (!backward) continue;
     ops::matmul_tn<T>(d_.vp, d_.h, r, ws_->logits.data(), x, gr + lm_head_, T(1));
     // x's rows are consumed (logits and the LM head's gradient): their gradient takes their place.
-    ops::matmul_nn<T>(r, d_.h, d_.vp, ws_->logits.data(), w, slot.xf.data() + r0 * d_.h, T(0));
+    ops::matmul_nn<T>(r, d_.h, d_.vp, ws_->logits.data(), w, xf + r0 * d_.h, T(0));
   }
-  if (backward) reduce_tp(slot.xf.data(), n_ * d_.h);
+  if (backward && sp_) {  // summed over the vocabulary shards, this rank's tokens kept
+    if (comm_status_.ok()) comm_status_ = tp_->reduce_scatter(xf, slot.xf.data(), nl_ * d_.h);
+  } else if (backward) {
+    reduce_tp(slot.xf.data(), n_ * d_.h);
+  }
   release_unit(lm_head_unit_);
   *loss = total;
   return comm_status_;
@@ -507,7 +563,7 @@ core::Result<int> Transformer<T>::stage_forward(const T* p, T* gr, const int32_t
   const int id = acquire_slot();
   Slot& slot = slots_[id];
   split_tokens(tokens, b, s, slot.inputs.data(), slot.targets.data());
-  if (x_in != nullptr) std::copy(x_in, x_in + n_ * d_.h, block_input(slot, 0));
+  if (x_in != nullptr) std::copy(x_in, x_in + nl_ * d_.h, block_input(slot, 0));
   LOOM_RETURN_IF_ERROR(forward_stack(slot));
   if (shard_.head) LOOM_RETURN_IF_ERROR(loss_chunks(slot, grad_scale, true, loss));
   return id;
@@ -546,7 +602,7 @@ core::Status Transformer<T>::backward_stack(Slot& slot, const T* dy, T* dx_in) {
                   slot.final_mean.data(), slot.final_rstd.data(), ws_->dx.data());
     release_unit(u);
   } else {
-    std::copy(dy, dy + n_ * d_.h, ws_->dx.begin());
+    std::copy(dy, dy + nl_ * d_.h, ws_->dx.begin());
   }
   for (int64_t l = layers_ - 1; l >= 0; --l) {
     const int u = static_cast<int>(l) + 1;

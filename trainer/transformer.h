@@ -11,7 +11,11 @@
 // One instance may hold a model-parallel shard (param_layout.h ModelShard): a pipeline stage's
 // blocks, cut for one tensor-parallel rank, with Megatron's collectives over the tensor-parallel
 // group (all-reduce after the row-parallel layers in the forward and after the column-parallel
-// ones in the backward, vocabulary-parallel embedding and loss, vocab_parallel.h). A stage keeps
+// ones in the backward, vocabulary-parallel embedding and loss, vocab_parallel.h), or with
+// sequence parallelism (ModelShard::sp, Korthikanti et al. 2022, Sec. 4.2.2) all-gathers over
+// the tokens before the column-parallel layers and reduce-scatters after the row-parallel ones,
+// so that the norms, residual adds and their saved tensors hold N / tp tokens; the norms'
+// weight gradients are then summed over the group. A stage keeps
 // the activations of each micro-batch in flight in its own slot (stage_forward /
 // stage_backward), as a pipeline schedule needs.
 // Tested against central finite differences in tests/trainer/transformer_test.cc and, sharded,
@@ -78,6 +82,8 @@ class Transformer {
   core::Result<int> stage_forward(const T* params, T* grads, const int32_t* tokens, int64_t b,
                                   int64_t s, const T* x_in, T grad_scale, double* loss);
   const T* stage_output(int slot) const;  // [b s, h]
+  // With sequence parallelism a stage's input, output and their gradients are this rank's
+  // [b s / tp, h] rows.
   // dy: d loss / d stage output [b s, h] (nullptr on the last stage); writes d loss / d x_in
   // into dx_in (nullptr on the first stage) and frees the slot.
   core::Status stage_backward(int slot, const T* params, T* grads, const T* dy, T* dx_in);
@@ -124,6 +130,9 @@ class Transformer {
     LayerActs acts;    // the block being recomputed (full), the attention core (selective)
     Scratch sc;
     std::vector<T> dx, dx2, logits;
+    // Sequence parallelism: [N, h] all-gathered tokens (a GEMM's input, or a gradient), the
+    // row-parallel layers' partial sums before their reduce-scatter, a norm's weight gradients.
+    std::vector<T> gathered, partial, norm_grads;
     int64_t slots_bytes = 0, slots_high_water = 0;  // activation slots of every sharer
   };
   struct Slot {  // one micro-batch in flight
@@ -162,6 +171,12 @@ class Transformer {
                             int64_t in, T* y);
   // Sums a column-parallel layer's input gradient over the tensor-parallel group.
   void reduce_tp(T* data, int64_t count);
+  // Sequence parallelism. The [N, h] rows of all ranks' [N / tp, h] `local` rows, in
+  // ws_->gathered (without sp: `local` itself).
+  const T* gather_tokens(const T* local);
+  // A column-parallel layer's [N, h] partial input gradient summed over the group: in place
+  // (all-reduce), or with sp reduce-scattered into its first N / tp rows.
+  void reduce_input_grad(T* data);
   // Runs the shard's blocks (and the final norm on the last stage) for the slot.
   core::Status forward_stack(Slot& slot);
   core::Status loss_chunks(Slot& slot, T grad_scale, bool backward, double* loss);
@@ -193,6 +208,8 @@ class Transformer {
   const T* base_p_ = nullptr;  // the flat buffers of the running call (no source)
   T* base_g_ = nullptr;
   int64_t b_ = 0, s_ = 0, n_ = 0;
+  bool sp_ = false;  // sequence parallel (shard_.sp with a tensor-parallel group)
+  int64_t nl_ = 0;   // tokens of the residual stream on this rank: n_ / tp with sp, else n_
   std::vector<Slot> slots_;
   std::shared_ptr<Workspace> ws_ = std::make_shared<Workspace>();
   std::vector<float> rope_cos_, rope_sin_, alibi_;

@@ -186,6 +186,7 @@ TEST(ParallelRun, MpiRanksMatchTheSingleProcessTrainer) {
   expect_close(losses(run(mpirun + train + " --dp 4 --zero 1")), single);
   expect_close(losses(run(mpirun + train + " --dp 4 --zero 2")), single);
   expect_close(losses(run(mpirun + train + " --tp 2 --pp 2")), single);
+  expect_close(losses(run(mpirun + train + " --tp 2 --pp 2 --sp")), single);
   expect_close(losses(run(mpirun + train + " --pp 2 --dp 2 --zero 1")), single);
 
   // kill -9 of one rank after iteration 12; checkpoints every 5: the job resumes from 10.
@@ -214,8 +215,8 @@ TEST(ParallelRun, MpiRanksMatchTheSingleProcessTrainer) {
 }
 
 // `loom plan --out` then `loom train --plan`: the plan's model and layout, as written (the same
-// losses as the equivalent explicit flags; a tensor-parallel plan and a ZeRO-3 plan too); a
-// plan the trainer cannot run yet (sequence parallelism) is refused by field.
+// losses as the equivalent explicit flags; a tensor-parallel, a ZeRO-3 and a
+// sequence-parallel plan too).
 TEST(ParallelRun, TrainsAPlanFileAsWritten) {
   const std::string dir = fresh_dir("plan");
   std::filesystem::create_directories(dir);
@@ -239,7 +240,8 @@ TEST(ParallelRun, TrainsAPlanFileAsWritten) {
                             " plan --model tiny-bloom --cluster dgx-a100-80gb --gpus 2 --gbs 8 --seq 32 ";
   // A plan under `constraint` trains as written (its layout field `key` is `value`) and its
   // losses are the single-process trainer's within 1e-5.
-  auto expect_plan_trains = [&](const std::string& constraint, const char* key, int64_t value) {
+  auto expect_plan_trains = [&](const std::string& constraint, const char* key,
+                                const nlohmann::json& value) {
     SCOPED_TRACE(constraint);
     const std::string file = dir + "/" + key + ".yaml";
     ASSERT_EQ(run(plan2 + "--constraint " + constraint + " --out " + file + " > /dev/null").exit_code, 0);
@@ -258,12 +260,7 @@ TEST(ParallelRun, TrainsAPlanFileAsWritten) {
   };
   expect_plan_trains("tp=2", "tp", 2);
   expect_plan_trains("zero=3", "zero", 3);
-  const std::string sp_plan = dir + "/sp.yaml";
-  ASSERT_EQ(run(plan2 + "--constraint sp=1 --out " + sp_plan + " > /dev/null").exit_code, 0);
-  const Output sp = run(std::string(LOOM_BINARY) + " train --plan " + sp_plan + " --synthetic 2>&1");
-  EXPECT_NE(sp.exit_code, 0);
-  EXPECT_NE(sp.text.find("sp true (sequence parallelism is still to come)"), std::string::npos)
-      << sp.text;
+  expect_plan_trains("sp=1", "sp", true);
   const Output twice = run(std::string(LOOM_BINARY) + " train --plan " + plan + " --mbs 1 --synthetic 2>&1");
   EXPECT_NE(twice.exit_code, 0);
   EXPECT_NE(twice.text.find("--mbs with --plan"), std::string::npos) << twice.text;

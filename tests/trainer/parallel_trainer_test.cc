@@ -1,7 +1,7 @@
 // The parallel trainer (trainer/parallel_trainer.h) against the single-rank run
 // (train_reference.h) on the thread backend: issue 7's layouts -- TP2, PP2, PP4 with the
 // embedding-aware uneven partition, DP2 with ZeRO 0-3, DP4 with ZeRO 1-3, TP2xDP2 ZeRO-3, TP2xPP2, TP2xDP2 ZeRO-1, PP2
-// interleaved (vpp 2), plus GPipe and recomputation -- for a tiny Llama (GQA, RoPE, SwiGLU,
+// interleaved (vpp 2), plus GPipe, recomputation and sequence parallelism -- for a tiny Llama (GQA, RoPE, SwiGLU,
 // untied head) and a tiny Bloom (ALiBi, LayerNorm with biases, embedding norm, tied head, so the
 // tied embedding spans the first and last stage), both with 6 blocks, 20 iterations of 8
 // micro-batches. Bound (issue 7): every iteration's loss within 1e-5 relative of the single-rank
@@ -51,6 +51,7 @@ struct Case {
   core::PartitionMethod partition = core::PartitionMethod::kUniform;
   core::PipelineSchedule schedule = core::PipelineSchedule::k1F1B;
   core::Recompute recompute = core::Recompute::kNone;
+  bool sp = false;
 };
 
 core::Layout layout_of(const Case& c, const core::ModelSpec& spec) {
@@ -67,6 +68,7 @@ core::Layout layout_of(const Case& c, const core::ModelSpec& spec) {
   l.partition_method = c.partition;
   l.schedule = c.schedule;
   l.recompute = c.recompute;
+  l.sp = c.sp;
   l.precision = core::Precision::kFp32;
   return core::resolve_layout(l, spec).value();
 }
@@ -136,6 +138,7 @@ std::string name_of(const Case& c) {
   if (c.partition == core::PartitionMethod::kEmbeddingAsLayer) s += " embedding-as-layer";
   if (c.schedule == core::PipelineSchedule::kGPipe) s += " gpipe";
   if (c.recompute != core::Recompute::kNone) s += std::string(" recompute ") + core::to_string(c.recompute);
+  if (c.sp) s += " sp";
   return s;
 }
 
@@ -190,6 +193,10 @@ TEST(ParallelTrainer, MatchesTheSingleRankRunForEveryLayout) {
       {.pp = 2, .vpp = 2},
       {.pp = 2, .schedule = core::PipelineSchedule::kGPipe, .recompute = core::Recompute::kFull},
       {.tp = 2, .pp = 2, .recompute = core::Recompute::kSelective},
+      {.tp = 2, .sp = true},
+      {.tp = 2, .pp = 2, .sp = true},
+      {.tp = 2, .recompute = core::Recompute::kFull, .sp = true},
+      {.tp = 2, .dp = 2, .zero = 3, .sp = true},
   };
   for (const char* model : {"tiny-llama", "tiny-bloom"}) {
     const core::ModelSpec spec = six_blocks(model);
@@ -273,6 +280,8 @@ TEST(ParallelTrainer, MemoryModelPredictsEveryRanksBuffers) {
       {.dp = 4, .zero = 3},
       {.tp = 2, .pp = 2},
       {.tp = 2, .dp = 2, .zero = 3},
+      {.tp = 2, .sp = true},
+      {.tp = 2, .pp = 2, .sp = true},
   };
   const core::ClusterProfile cluster = core::load_cluster_profile("local-cpu").value();
   double worst = 0;
