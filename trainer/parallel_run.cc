@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <limits>
+#include <set>
 #include <fstream>
 #include <memory>
 #include <mutex>
@@ -25,6 +27,7 @@
 #include "comm/process_groups.h"
 #include "trainer/parallel_trainer.h"
 #include "trainer/sharded_checkpoint.h"
+#include "trainer/spike_guard.h"
 #ifdef LOOM_WITH_MPI
 #include "comm/mpi_comm.h"
 #endif
@@ -108,6 +111,15 @@ core::Status run_rank(const TrainConfig& cfg, const core::ModelSpec& spec,
   const int64_t micro = cfg.gbs / cfg.mbs;
   const double tokens = static_cast<double>(cfg.gbs * cfg.seq);
 
+  // The spike guard judges every iteration on every rank from the same loss and gradient norm,
+  // so all ranks skip, apply or roll back together. The debug injections act as in the
+  // single-process trainer: a loss spike scales the loss, the norm and the applied gradients; a
+  // NaN gradient makes the norm NaN (never applied: the guard skips it).
+  SpikeGuard guard(cfg.guard);
+  std::set<int64_t> spike_steps, injected;
+  double spike_factor = 1.0;
+  loss_spike_injection(cfg, &spike_steps, &spike_factor);
+
   // Checkpoints: sharded (sharded_checkpoint.h): each model-parallel shard writes its own
   // files, and any layout, or the single-process trainer, resumes them.
   int64_t done = 0, last_saved = -1;
@@ -117,7 +129,7 @@ core::Status run_rank(const TrainConfig& cfg, const core::ModelSpec& spec,
     st.consumed_samples = done * cfg.gbs;
     st.adam_updates = trainer->updates();
     st.data_state = data->state();
-    st.guard_state = SpikeGuard(cfg.guard).state();
+    st.guard_state = guard.state();
     std::ostringstream rng_text;
     rng_text << std::mt19937_64(cfg.seed);
     st.rng = rng_text.str();
@@ -126,56 +138,109 @@ core::Status run_rank(const TrainConfig& cfg, const core::ModelSpec& spec,
     last_saved = done;
     return core::ok_status();
   };
-  if (cfg.resume) {
+  // The latest checkpoint's weights, moments and step; the data position too on a resume (a
+  // rollback skips the batches drawn since, as the single-process trainer does).
+  auto load_latest = [&](bool with_data, std::string* origin) -> core::Result<bool> {
     std::vector<std::string> warnings;
-    std::string origin;
-    auto loaded = load_trainer_state(cfg, spec, &warnings, &origin);
+    auto loaded = load_trainer_state(cfg, spec, &warnings, origin);
     for (const auto& w : warnings)
       if (report && out != nullptr) *out << "warning: " << w << "\n";
-    if (loaded.ok()) {
-      LOOM_RETURN_IF_ERROR(trainer->restore(loaded->params, loaded->exp_avg, loaded->exp_avg_sq,
-                                            loaded->adam_updates));
-      LOOM_RETURN_IF_ERROR(data->restore(loaded->data_state).with_context(origin));
-      done = loaded->step;
+    if (!loaded.ok() && loaded.status().code() == core::ErrorCode::kNotFound) return false;
+    if (!loaded.ok()) return loaded.status();
+    LOOM_RETURN_IF_ERROR(trainer->restore(loaded->params, loaded->exp_avg, loaded->exp_avg_sq,
+                                          loaded->adam_updates));
+    if (with_data) {
+      LOOM_RETURN_IF_ERROR(data->restore(loaded->data_state).with_context(*origin));
+      if (!loaded->guard_state.is_null()) guard.restore(loaded->guard_state);
+    }
+    done = loaded->step;
+    return true;
+  };
+  if (cfg.resume) {
+    std::string origin;
+    LOOM_ASSIGN_OR_RETURN(const bool resumed, load_latest(true, &origin));
+    if (resumed) {
       if (report && out != nullptr)
         *out << fmt::format("resumed from {} (iteration {}) on {}\n", origin, done,
                             layout.summary());
-    } else if (loaded.status().code() == core::ErrorCode::kNotFound) {
-      if (report && out != nullptr)
-        *out << fmt::format("no complete checkpoint in {}: starting from iteration 0\n", cfg.save);
-    } else {
-      return loaded.status();
+    } else if (report && out != nullptr) {
+      *out << fmt::format("no complete checkpoint in {}: starting from iteration 0\n", cfg.save);
     }
   }
+  auto validation_loss = [&]() -> core::Result<double> {
+    return trainer->evaluate(data->validation(cfg.mbs, cfg.eval_batches), cfg.mbs, cfg.seq);
+  };
 
   double timed_s = 0;
   int64_t timed = 0;
   summary->first_step = done + 1;
-  for (int64_t step = done + 1; step <= cfg.steps; ++step) {
+  while (done < cfg.steps) {
+    const int64_t step = done + 1;
     const auto t0 = std::chrono::steady_clock::now();
     std::vector<std::vector<int32_t>> batches;
     for (int64_t m = 0; m < micro; ++m) batches.push_back(data->next_batch(cfg.mbs));
     const double lr = learning_rate(cfg.optim, step);
-    LOOM_ASSIGN_OR_RETURN(const ParallelTrainer::Step s,
-                          trainer->train_step(batches, cfg.mbs, cfg.seq, lr));
+    LOOM_ASSIGN_OR_RETURN(ParallelTrainer::Step s, trainer->compute_step(batches, cfg.mbs, cfg.seq));
+    double gradient_scale = 1.0;  // a loss spike scales the gradients with it
+    if (spike_steps.count(step) > 0 && injected.insert(step).second) {
+      s.loss *= spike_factor;
+      s.grad_norm *= spike_factor;
+      gradient_scale = spike_factor;
+    }
+    if (cfg.debug_nan_grad_at == step && injected.insert(-step).second)
+      s.grad_norm = std::numeric_limits<double>::quiet_NaN();
+    std::string reason;
+    const Verdict verdict =
+        cfg.guard.enabled ? guard.check(s.loss, s.grad_norm, &reason) : Verdict::kAccept;
+    if (verdict == Verdict::kAccept)
+      LOOM_RETURN_IF_ERROR(trainer->apply_step(lr, s.grad_norm, gradient_scale));
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (step > summary->first_step) {
       timed_s += dt;
       ++timed;
     }
-    summary->add(StepRecord::of(step, s.loss, lr, s.grad_norm, dt, tokens));
+    StepRecord rec = StepRecord::of(step, s.loss, lr, s.grad_norm, dt, tokens);
+    done = step;
+    if (verdict != Verdict::kAccept) {
+      rec.applied = false;
+      ++summary->skipped;
+      rec.event = fmt::format("update skipped: {}", reason);
+    }
+    if (verdict == Verdict::kRollback) {
+      guard.reset_consecutive();
+      std::string origin;
+      LOOM_ASSIGN_OR_RETURN(const bool rolled, cfg.save.empty() ? core::Result<bool>(false)
+                                                                : load_latest(false, &origin));
+      if (rolled) {
+        rec.rolled_back = true;
+        ++summary->rollbacks;
+        rec.event += fmt::format("; rolled back from iteration {} to {} ({}); the batches drawn "
+                                 "since are skipped",
+                                 step, done, origin);
+      } else {
+        rec.event += "; no checkpoint to roll back to (--save)";
+      }
+    }
+    if (!cfg.save.empty() && cfg.save_interval > 0 && done % cfg.save_interval == 0 &&
+        rec.applied) {
+      LOOM_RETURN_IF_ERROR(save("interval"));
+      rec.event += rec.event.empty() ? "checkpoint saved" : "; checkpoint saved";
+    }
+    summary->add(rec);
     if (report && !cfg.quiet && out != nullptr) {
       *out << fmt::format(
           " iteration {:>8}/{:>8} | consumed samples: {:>10} | elapsed time per iteration (ms): "
           "{:.1f} | learning rate: {:.6E} | global batch size: {:>5} | lm loss: {:.6E} | grad "
-          "norm: {:.3f} | tokens/s: {:.0f}\n",
+          "norm: {:.3f} | tokens/s: {:.0f}{}\n",
           step, cfg.steps, step * cfg.gbs, dt * 1e3, lr, cfg.gbs, s.loss, s.grad_norm,
-          tokens / dt);
+          tokens / dt, rec.event.empty() ? "" : " | " + rec.event);
       out->flush();
     }
-    done = step;
-    if (!cfg.save.empty() && cfg.save_interval > 0 && step % cfg.save_interval == 0)
-      LOOM_RETURN_IF_ERROR(save("interval"));
+    if (cfg.eval_interval > 0 && done % cfg.eval_interval == 0) {
+      LOOM_ASSIGN_OR_RETURN(const double v, validation_loss());
+      if (report && !cfg.quiet && out != nullptr)
+        *out << fmt::format(" validation loss at iteration {}: {:.6E}\n", done, v);
+    }
     // Fault injection for the resume and hang tests: the last rank dies as kill -9 would kill
     // it, or stops answering (the others' next collective times out).
     const bool last_rank = world->rank() == world->size() - 1;
@@ -184,6 +249,7 @@ core::Status run_rank(const TrainConfig& cfg, const core::ModelSpec& spec,
       std::this_thread::sleep_for(std::chrono::hours(24));
   }
   if (!cfg.save.empty() && last_saved != done) LOOM_RETURN_IF_ERROR(save("end of run"));
+  LOOM_ASSIGN_OR_RETURN(summary->validation_loss, validation_loss());
   summary->mean_step_time_s = timed > 0 ? timed_s / static_cast<double>(timed)
                               : summary->records.empty() ? 0.0
                                                          : summary->records.back().step_time_s;
@@ -218,9 +284,10 @@ core::Status run_parallel_training(const TrainConfig& given, const core::Layout&
   TrainConfig cfg = given;
   *reporting = true;
   LOOM_RETURN_IF_ERROR(validate_train_config(cfg));
-  if (cfg.eval_interval > 0) return refuse("--eval-interval", "no evaluation on this path yet");
-  if (cfg.debug_nan_grad_at > 0 || !cfg.debug_loss_spike_at.empty())
-    return refuse("--debug-nan-grad-at/--debug-loss-spike-at", "the spike guard does not run here");
+  if ((cfg.debug_nan_grad_at > 0 || !cfg.debug_loss_spike_at.empty()) && !cfg.guard.enabled) {
+    return refuse("--debug-nan-grad-at/--debug-loss-spike-at with --no-spike-guard",
+                  "on this path the injections scale what the spike guard judges");
+  }
   if (cfg.optim.decay_steps <= 0) cfg.optim.decay_steps = cfg.steps;
   LOOM_ASSIGN_OR_RETURN(core::ModelSpec spec, resolve_model(cfg));
   core::Layout want = requested;
@@ -236,9 +303,6 @@ core::Status run_parallel_training(const TrainConfig& given, const core::Layout&
   const int64_t ranks = layout.tp * layout.pp * layout.dp;
   LOOM_ASSIGN_OR_RETURN(const comm::LaunchInfo launch, comm::launch_info_from_env());
   const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(cfg.comm_timeout_s * 1000));
-  if (launch.rank == 0 && cfg.guard.enabled && !cfg.quiet && out != nullptr)
-    *out << "note: the spike guard does not run on the parallel path yet (--no-spike-guard "
-            "silences this)\n";
 
   if (launch.world_size > 1) {  // one rank of a multi-process launch
 #ifdef LOOM_WITH_MPI

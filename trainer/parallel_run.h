@@ -7,9 +7,10 @@
 // --save-interval, --resume) are sharded with a global manifest (sharded_checkpoint.h), so a run
 // resumes under any layout, or on the single-process trainer (and the other way round: every
 // layout reads the single-process format too); --debug-kill-at N kills the last rank after
-// iteration N, --debug-hang-at N makes it stop answering (MPI launches only).
-// Not on this path yet, and refused by name: evaluation intervals and the spike guard's fault
-// injection; the guard is announced as not running.
+// iteration N, --debug-hang-at N makes it stop answering (MPI launches only). The spike guard
+// runs as in the single-process trainer (every rank judges the same loss and gradient norm:
+// skips, rollbacks to the last sharded checkpoint), and so do --eval-interval and the final
+// validation loss (forward only through the pipeline, batches shared by the DP ranks).
 #pragma once
 
 #include <cstdint>

@@ -157,35 +157,15 @@ ParallelTrainer::ParallelTrainer(const core::ModelSpec& spec, const core::Layout
   optim_ = std::make_unique<AdamW>(rank_layout_, optim, shard_begin_, shard_end_);
 }
 
-void ParallelTrainer::scatter_full(const std::vector<float>& full, float* local) const {
-  std::unordered_map<std::string, const ParamInfo*> by_name;
-  for (const ParamInfo& p : full_layout_.params()) by_name[p.name] = &p;
-  for (const ParamInfo& p : rank_layout_.params()) {
-    std::fill(local + p.offset, local + p.offset + p.size, 0.f);  // padding rows stay 0
-    for_each_run(p, *by_name.at(p.name), [&](int64_t lo, int64_t fo, int64_t n) {
-      std::copy(full.data() + fo, full.data() + fo + n, local + lo);
-    });
-  }
-}
-
-// Every rank writes the tensors it owns (not the duplicates) into a zero vector; summing over
-// the tensor- and pipeline-parallel groups adds each element to zeros only, so it is exact.
-core::Status ParallelTrainer::gather_full(const float* local, std::vector<float>* full) const {
-  std::unordered_map<std::string, const ParamInfo*> by_name;
-  for (const ParamInfo& p : full_layout_.params()) by_name[p.name] = &p;
-  full->assign(static_cast<size_t>(full_layout_.total()), 0.f);
-  for (const ParamInfo& p : rank_layout_.params()) {
-    if (p.duplicate) continue;
-    for_each_run(p, *by_name.at(p.name), [&](int64_t lo, int64_t fo, int64_t n) {
-      std::copy(local + lo, local + lo + n, full->data() + fo);
-    });
-  }
-  LOOM_RETURN_IF_ERROR(groups_->tp->all_reduce(full->data(), full_layout_.total(), comm::ReduceOp::kSum));
-  return groups_->pp->all_reduce(full->data(), full_layout_.total(), comm::ReduceOp::kSum);
-}
-
 core::Result<ParallelTrainer::Step> ParallelTrainer::train_step(
     const std::vector<std::vector<int32_t>>& micro_batches, int64_t mbs, int64_t seq, double lr) {
+  LOOM_ASSIGN_OR_RETURN(const Step s, compute_step(micro_batches, mbs, seq));
+  LOOM_RETURN_IF_ERROR(apply_step(lr, s.grad_norm));
+  return s;
+}
+
+core::Result<ParallelTrainer::Step> ParallelTrainer::compute_step(
+    const std::vector<std::vector<int32_t>>& micro_batches, int64_t mbs, int64_t seq) {
   const int64_t m = static_cast<int64_t>(micro_batches.size()), dp = layout_.dp;
   if (m == 0 || m % dp != 0) {
     return core::error(core::ErrorCode::kInvalidArgument,
@@ -217,21 +197,16 @@ core::Result<ParallelTrainer::Step> ParallelTrainer::train_step(
 
   Step out;
   out.loss = loss_sum / tokens;
-  const double clip = optim_cfg_.clip_grad;
-  auto coefficient = [&](double norm) { return clip > 0 && norm > clip ? clip / (norm + 1e-6) : 1.0; };
   comm::Communicator& dpc = *groups_->dp;
   if (zero_) {  // the gradients are in the shares already (reduce-scattered unit by unit)
     double squares = zero_->grad_sum_of_squares(unique_);
     LOOM_RETURN_IF_ERROR(dpc.all_reduce(&squares, 1, comm::ReduceOp::kSum));
     LOOM_RETURN_IF_ERROR(groups_->tp->all_reduce(&squares, 1, comm::ReduceOp::kSum));
     out.grad_norm = std::sqrt(squares);
-    const auto optimizer_start = clock::now();
-    LOOM_RETURN_IF_ERROR(zero_->update(lr, coefficient(out.grad_norm)));
-    record(Event::kOptimizer, 0, 0, optimizer_start);
     return out;
   }
   // ZeRO-1: the shard's summed gradients land in place, at the start of grads_.
-  float* shard = grads_.data();
+  const float* shard = grads_.data();
   const auto reduce_start = clock::now();
   if (layout_.zero == 0) {
     LOOM_RETURN_IF_ERROR(dpc.all_reduce(grads_.data(), padded_, comm::ReduceOp::kSum));
@@ -239,7 +214,6 @@ core::Result<ParallelTrainer::Step> ParallelTrainer::train_step(
     LOOM_RETURN_IF_ERROR(dpc.reduce_scatter(grads_.data(), grads_.data(), padded_ / dp));
   }
   if (dp > 1) record(Event::kDpReduction, 0, 0, reduce_start);
-  const auto optimizer_start = clock::now();
   // Sum of squares of the tensors this rank owns, within its optimizer shard.
   double squares = 0;
   for (const auto& [begin, end] : unique_) {
@@ -250,13 +224,61 @@ core::Result<ParallelTrainer::Step> ParallelTrainer::train_step(
   LOOM_RETURN_IF_ERROR(groups_->tp->all_reduce(&squares, 1, comm::ReduceOp::kSum));
   LOOM_RETURN_IF_ERROR(groups_->pp->all_reduce(&squares, 1, comm::ReduceOp::kSum));
   out.grad_norm = std::sqrt(squares);
-  optim_->update(params_.data() + shard_begin_, shard, lr, coefficient(out.grad_norm));
-  if (layout_.zero >= 1) {
-    LOOM_RETURN_IF_ERROR(
-        dpc.all_gather(params_.data() + shard_begin_, params_.data(), padded_ / dp));
-  }
-  record(Event::kOptimizer, 0, 0, optimizer_start);  // with ZeRO 1/2 the weights' all-gather
   return out;
+}
+
+core::Status ParallelTrainer::apply_step(double lr, double grad_norm, double gradient_scale) {
+  const auto optimizer_start = std::chrono::steady_clock::now();
+  const double clip = optim_cfg_.clip_grad;
+  const double coefficient =
+      gradient_scale * (clip > 0 && grad_norm > clip ? clip / (grad_norm + 1e-6) : 1.0);
+  if (zero_) {
+    LOOM_RETURN_IF_ERROR(zero_->update(lr, coefficient));
+  } else {
+    optim_->update(params_.data() + shard_begin_, grads_.data(), lr, coefficient);
+    if (layout_.zero >= 1) {
+      LOOM_RETURN_IF_ERROR(groups_->dp->all_gather(params_.data() + shard_begin_, params_.data(),
+                                                   padded_ / layout_.dp));
+    }
+  }
+  record(Event::kOptimizer, 0, 0, optimizer_start);  // with ZeRO 1-3 the weights' all-gather
+  return core::ok_status();
+}
+
+core::Result<double> ParallelTrainer::evaluate(const std::vector<std::vector<int32_t>>& batches,
+                                               int64_t mbs, int64_t seq) {
+  const int64_t pp = layout_.pp, stages = pp * layout_.vpp, rank = groups_->coords.pp;
+  message_floats_ = mbs * seq * spec_.hidden_size / (layout_.sp ? layout_.tp : 1);
+  std::vector<float> x_in(static_cast<size_t>(message_floats_));
+  double loss_sum = 0;
+  int64_t local = 0;  // this data-parallel rank's batches, counted as micro-batch tags
+  for (size_t i = groups_->coords.dp; i < batches.size(); i += layout_.dp, ++local) {
+    if (static_cast<int64_t>(batches[i].size()) != mbs * (seq + 1)) {
+      return core::error(core::ErrorCode::kInvalidArgument,
+                         "validation batch {}: {} tokens, expected mbs x (seq + 1) = {}", i,
+                         batches[i].size(), mbs * (seq + 1));
+    }
+    for (int64_t c = 0; c < layout_.vpp; ++c) {  // this rank's virtual stages, in order
+      const int64_t v = c * pp + rank;
+      if (v > 0) LOOM_RETURN_IF_ERROR(recv_activation(true, v, local, x_in.data()));
+      Transformer<float>& model = *chunks_[c];
+      const float* p = zero_ ? nullptr : params_.data() + chunk_offset_[c];
+      double loss = 0;
+      LOOM_ASSIGN_OR_RETURN(const int slot,
+                            model.stage_forward(p, nullptr, batches[i].data(), mbs, seq,
+                                                v > 0 ? x_in.data() : nullptr, 0.f, &loss,
+                                                /*with_grads=*/false));
+      if (v < stages - 1) {
+        LOOM_RETURN_IF_ERROR(send_activation(true, v + 1, local, model.stage_output(slot)));
+      }
+      model.release_slot(slot);
+      loss_sum += loss;
+    }
+  }
+  LOOM_RETURN_IF_ERROR(groups_->pp->all_reduce(&loss_sum, 1, comm::ReduceOp::kSum));
+  LOOM_RETURN_IF_ERROR(groups_->dp->all_reduce(&loss_sum, 1, comm::ReduceOp::kSum));
+  const double tokens = static_cast<double>(batches.size()) * static_cast<double>(mbs * seq);
+  return tokens > 0 ? loss_sum / tokens : -1.0;
 }
 
 void ParallelTrainer::record(Event kind, int64_t microbatch, int64_t chunk,
@@ -373,78 +395,6 @@ core::Status ParallelTrainer::sync_tied_embedding() {
   LOOM_RETURN_IF_ERROR(groups_->pp->recv(other.data(), bytes, peer));
   for (int64_t i = 0; i < tied_size_; ++i) mine[i] += other[i];  // a + b == b + a: same bits
   return core::ok_status();
-}
-
-core::Status ParallelTrainer::shard_state(std::vector<float>* params, std::vector<float>* exp_avg,
-                                          std::vector<float>* exp_avg_sq) {
-  if (zero_) {
-    using What = ZeroShards::What;
-    for (auto [what, out] : {std::pair{What::kParams, params}, {What::kExpAvg, exp_avg},
-                             {What::kExpAvgSq, exp_avg_sq}}) {
-      LOOM_RETURN_IF_ERROR(zero_->gather(what, out));
-    }
-    return core::ok_status();
-  }
-  params->assign(params_.begin(), params_.begin() + count_);
-  for (auto [shard, out] : {std::pair{&optim_->exp_avg(), exp_avg}, {&optim_->exp_avg_sq(), exp_avg_sq}}) {
-    out->assign(static_cast<size_t>(padded_), 0.f);
-    if (layout_.zero == 0) {
-      std::copy(shard->begin(), shard->end(), out->begin());
-    } else {
-      LOOM_RETURN_IF_ERROR(groups_->dp->all_gather(shard->data(), out->data(), padded_ / layout_.dp));
-    }
-    out->resize(static_cast<size_t>(count_));
-  }
-  return core::ok_status();
-}
-
-core::Status ParallelTrainer::full_state(std::vector<float>* params, std::vector<float>* exp_avg,
-                                         std::vector<float>* exp_avg_sq) {
-  std::vector<float> p, m, v;
-  LOOM_RETURN_IF_ERROR(shard_state(&p, &m, &v));
-  LOOM_RETURN_IF_ERROR(gather_full(p.data(), params));
-  LOOM_RETURN_IF_ERROR(gather_full(m.data(), exp_avg));
-  return gather_full(v.data(), exp_avg_sq);
-}
-
-core::Status ParallelTrainer::restore(const std::vector<float>& params,
-                                      const std::vector<float>& exp_avg,
-                                      const std::vector<float>& exp_avg_sq, int64_t updates) {
-  for (const auto* v : {&params, &exp_avg, &exp_avg_sq}) {
-    if (static_cast<int64_t>(v->size()) != full_layout_.total()) {
-      return core::error(core::ErrorCode::kInvalidArgument,
-                         "restoring the parallel trainer: {} values for the {} parameters of '{}'",
-                         v->size(), full_layout_.total(), spec_.name);
-    }
-  }
-  if (zero_) {
-    std::vector<float> p(static_cast<size_t>(count_)), m(p.size()), v(p.size());
-    scatter_full(params, p.data());
-    scatter_full(exp_avg, m.data());
-    scatter_full(exp_avg_sq, v.data());
-    zero_->scatter(p.data(), m.data(), v.data());
-    zero_->set_updates(updates);
-    return core::ok_status();
-  }
-  scatter_full(params, params_.data());
-  std::vector<float> local(static_cast<size_t>(padded_), 0.f);
-  for (auto [full, shard] : {std::pair{&exp_avg, &optim_->exp_avg()}, {&exp_avg_sq, &optim_->exp_avg_sq()}}) {
-    scatter_full(*full, local.data());
-    std::copy(local.begin() + shard_begin_, local.begin() + shard_end_, shard->begin());
-  }
-  optim_->set_updates(updates);
-  return core::ok_status();
-}
-
-int64_t ParallelTrainer::state_bytes() const {
-  if (zero_) return zero_->state_bytes() + zero_->gathered_high_water_bytes();
-  const auto f = static_cast<int64_t>(sizeof(float));
-  return f * static_cast<int64_t>(params_.size() + grads_.size() + 2 * (shard_end_ - shard_begin_));
-}
-
-int64_t ParallelTrainer::workspace_bytes() const {
-  // The chunks share scratch and its tracking.
-  return chunks_[0]->workspace_high_water_bytes() + p2p_buffer_bytes_;
 }
 
 }  // namespace loom::train

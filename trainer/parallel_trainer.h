@@ -75,6 +75,20 @@ class ParallelTrainer {
   // the same list on every rank; lr: this iteration's learning rate.
   core::Result<Step> train_step(const std::vector<std::vector<int32_t>>& micro_batches,
                                 int64_t mbs, int64_t seq, double lr);
+  // train_step in two halves, so that a spike guard can judge the iteration before its update:
+  // compute_step leaves the reduced gradients in place and returns the loss and the global
+  // gradient norm (the same on every rank); apply_step runs the optimizer (clipping by that
+  // norm) and, under ZeRO, gathers the weights. An iteration whose update is skipped simply
+  // never calls apply_step. gradient_scale multiplies the gradients as applied (a debug
+  // injection of a loss spike scales them, and grad_norm with them).
+  core::Result<Step> compute_step(const std::vector<std::vector<int32_t>>& micro_batches,
+                                  int64_t mbs, int64_t seq);
+  core::Status apply_step(double lr, double grad_norm, double gradient_scale = 1.0);
+  // Mean token loss of validation micro-batches (each mbs x (seq + 1) tokens), forward only
+  // through the pipeline; the data-parallel ranks share the batches (i % dp), the result is the
+  // same on every rank.
+  core::Result<double> evaluate(const std::vector<std::vector<int32_t>>& batches, int64_t mbs,
+                                int64_t seq);
 
   // The full model's weights and Adam moments in ParamLayout(spec) order, assembled from every
   // rank's shards (a collective over all ranks: each gets them).

@@ -1,6 +1,8 @@
 // TrainConfig validation and its JSON form: see train_config.h.
 #include "trainer/train_config.h"
 
+#include <sstream>
+
 #include "core/model_io.h"
 
 namespace loom::train {
@@ -109,6 +111,19 @@ core::Status validate_train_config(const TrainConfig& c) {
     }
   }
   return core::ok_status();
+}
+
+void loss_spike_injection(const TrainConfig& c, std::set<int64_t>* steps, double* factor) {
+  steps->clear();
+  *factor = 1.0;
+  const std::string& spikes = c.debug_loss_spike_at;
+  const auto colon = spikes.find(':');
+  if (colon == std::string::npos) return;
+  *factor = std::stod(spikes.substr(colon + 1));
+  std::istringstream list(spikes.substr(0, colon));
+  for (std::string item; std::getline(list, item, ',');) {
+    if (!item.empty()) steps->insert(std::stoll(item));
+  }
 }
 
 }  // namespace loom::train

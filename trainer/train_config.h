@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <set>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -120,6 +121,9 @@ void visit_train_fields(TrainConfig& c, V& v) {
 
 // Checks the values (positive sizes, gbs % mbs, a data source) with errors naming the flag.
 core::Status validate_train_config(const TrainConfig& c);
+// --debug-loss-spike-at "STEP[,STEP...]:FACTOR" (its format checked by validate_train_config):
+// the iterations and the factor; none and 1 when it is empty.
+void loss_spike_injection(const TrainConfig& c, std::set<int64_t>* steps, double* factor);
 nlohmann::json train_config_to_json(const TrainConfig& c);
 
 }  // namespace loom::train

@@ -66,15 +66,7 @@ Trainer::Trainer(const TrainConfig& cfg, const core::ModelSpec& spec, std::ostre
   optim_ = std::make_unique<AdamW>(model_->layout(), cfg_.optim);
   params_.assign(model_->layout().total(), 0.f);
   grads_.assign(model_->layout().total(), 0.f);
-  // "STEP[,STEP...]:FACTOR", its format checked by validate_train_config.
-  const std::string& spikes = cfg_.debug_loss_spike_at;
-  if (const auto colon = spikes.find(':'); colon != std::string::npos) {
-    spike_factor_ = std::stod(spikes.substr(colon + 1));
-    std::istringstream steps(spikes.substr(0, colon));
-    for (std::string item; std::getline(steps, item, ',');) {
-      if (!item.empty()) spike_steps_.insert(std::stoll(item));
-    }
-  }
+  loss_spike_injection(cfg_, &spike_steps_, &spike_factor_);
 }
 
 core::Result<std::unique_ptr<Trainer>> Trainer::create(const TrainConfig& cfg,

@@ -551,7 +551,7 @@ void split_tokens(const int32_t* tokens, int64_t b, int64_t s, int32_t* inputs,
 template <typename T>
 core::Result<int> Transformer<T>::stage_forward(const T* p, T* gr, const int32_t* tokens,
                                                 int64_t b, int64_t s, const T* x_in,
-                                                T grad_scale, double* loss) {
+                                                T grad_scale, double* loss, bool with_grads) {
   LOOM_RETURN_IF_ERROR(comm_status_);
   if (shard_.embedding == (x_in != nullptr)) {
     return core::error(core::ErrorCode::kInternal,
@@ -565,8 +565,16 @@ core::Result<int> Transformer<T>::stage_forward(const T* p, T* gr, const int32_t
   split_tokens(tokens, b, s, slot.inputs.data(), slot.targets.data());
   if (x_in != nullptr) std::copy(x_in, x_in + nl_ * d_.h, block_input(slot, 0));
   LOOM_RETURN_IF_ERROR(forward_stack(slot));
-  if (shard_.head) LOOM_RETURN_IF_ERROR(loss_chunks(slot, grad_scale, true, loss));
+  if (shard_.head) LOOM_RETURN_IF_ERROR(loss_chunks(slot, grad_scale, with_grads, loss));
   return id;
+}
+
+template <typename T>
+void Transformer<T>::release_slot(int id) {
+  if (id < 0 || id >= static_cast<int>(slots_.size())) return;
+  slots_[id].busy = false;
+  if (free_released_slots_) slots_[id] = Slot{};
+  track_bytes();
 }
 
 template <typename T>

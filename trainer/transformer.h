@@ -80,8 +80,12 @@ class Transformer {
   // are made here, fused (the LM head's gradient goes into `grads`), and *loss is the sum of
   // the token losses; elsewhere stage_output(slot) is what the next stage receives.
   core::Result<int> stage_forward(const T* params, T* grads, const int32_t* tokens, int64_t b,
-                                  int64_t s, const T* x_in, T grad_scale, double* loss);
+                                  int64_t s, const T* x_in, T grad_scale, double* loss,
+                                  bool with_grads = true);
+  // With with_grads false the stage only runs forward (evaluation): the last stage's *loss is
+  // the sum without gradients, and the slot is given back with release_slot.
   const T* stage_output(int slot) const;  // [b s, h]
+  void release_slot(int slot);
   // With sequence parallelism a stage's input, output and their gradients are this rank's
   // [b s / tp, h] rows.
   // dy: d loss / d stage output [b s, h] (nullptr on the last stage); writes d loss / d x_in
