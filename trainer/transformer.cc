@@ -42,11 +42,11 @@ Transformer<T>::Transformer(const core::ModelSpec& spec, core::Recompute recompu
     : spec_(spec),
       shard_(shard),
       tp_(shard.tp > 1 ? tp : nullptr),
-      sp_(shard.sp && shard.tp > 1 && tp != nullptr),
       layout_(spec, shard),
       recompute_(recompute),
       d_(spec, shard.tp),
-      layers_(static_cast<int64_t>(layout_.blocks.size())) {
+      layers_(static_cast<int64_t>(layout_.blocks.size())),
+      sp_(shard.sp && tp_ != nullptr) {
   if (spec.norm == core::NormKind::kLayerNorm && !spec.norm_bias) {
     zero_bias_.assign(d_.h, T(0));
     unused_dbias_.assign(d_.h, T(0));

@@ -10,25 +10,14 @@
 #include <thread>
 
 #include "core/cluster_profile.h"
+#include "tests/shell_command.h"
 
 namespace {
 
-struct Output {
-  int exit_code = -1;
-  std::string text;  // stdout + stderr
-};
+using Output = loom::testing::ShellOutput;  // text: stdout + stderr
 
 Output run_loom(const std::string& args) {
-  const std::string cmd = std::string(LOOM_BINARY) + " " + args + " 2>&1";
-  Output out;
-  FILE* pipe = popen(cmd.c_str(), "r");
-  if (!pipe) return out;
-  std::array<char, 4096> buf{};
-  size_t n = 0;
-  while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0) out.text.append(buf.data(), n);
-  const int status = pclose(pipe);
-  out.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return out;
+  return loom::testing::run_shell(std::string(LOOM_BINARY) + " " + args + " 2>&1");
 }
 
 const char* kBloom =

@@ -10,6 +10,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include "tests/shell_command.h"
+
 namespace {
 
 struct Output {
@@ -26,14 +28,10 @@ std::string temp_path(const std::string& name) {
 Output run_loom(const std::string& args) {
   const std::string err_path = temp_path("stderr.txt");
   const std::string cmd = std::string(LOOM_BINARY) + " " + args + " 2>" + err_path;
+  const loom::testing::ShellOutput shell = loom::testing::run_shell(cmd);
   Output o;
-  FILE* pipe = popen(cmd.c_str(), "r");
-  if (!pipe) return o;
-  std::array<char, 4096> buf{};
-  size_t n = 0;
-  while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0) o.out.append(buf.data(), n);
-  const int status = pclose(pipe);
-  o.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  o.exit_code = shell.exit_code;
+  o.out = shell.text;
   std::ifstream in(err_path);
   o.err.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
   return o;

@@ -12,20 +12,15 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "tests/shell_command.h"
+
 namespace {
 
+// Output and exit code; the iteration lines are echoed as progress.
 std::string run(const std::string& cmd, int* code) {
-  std::string text;
-  FILE* pipe = popen((cmd + " 2>&1").c_str(), "r");
-  std::array<char, 4096> buf{};
-  size_t n = 0;
-  while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0) {
-    text.append(buf.data(), n);
-    fwrite(buf.data(), 1, n, stdout);  // progress: the iteration lines
-  }
-  const int status = pclose(pipe);
-  *code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return text;
+  const loom::testing::ShellOutput o = loom::testing::run_shell(cmd + " 2>&1", /*echo=*/true);
+  *code = o.exit_code;
+  return o.text;
 }
 
 TEST(Learning, TenMillionParameterLlamaReachesTheEntropyRate) {

@@ -25,26 +25,14 @@
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
-#include <sys/wait.h>
+
+#include "tests/shell_command.h"
 
 namespace {
 
-struct Output {
-  int exit_code = -1;
-  std::string text;  // stdout only (the JSON); stderr goes to the test log
-};
+using Output = loom::testing::ShellOutput;  // text: stdout only (the JSON); stderr to the log
 
-Output run(const std::string& cmd) {
-  Output out;
-  FILE* pipe = popen(cmd.c_str(), "r");
-  if (!pipe) return out;
-  std::array<char, 4096> buf{};
-  size_t n = 0;
-  while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0) out.text.append(buf.data(), n);
-  const int status = pclose(pipe);
-  out.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return out;
-}
+Output run(const std::string& cmd) { return loom::testing::run_shell(cmd); }
 
 // --lr-decay-iters 20: a run stopped at 10 has the same schedule as one of 20.
 const std::string kTrain = std::string(LOOM_BINARY) +

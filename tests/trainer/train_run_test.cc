@@ -16,29 +16,15 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "tests/shell_command.h"
+
 namespace {
 
 namespace fs = std::filesystem;
 
-struct Output {
-  int exit_code = -1;
-  bool killed = false;
-  std::string text;
-};
+using Output = loom::testing::ShellOutput;
 
-Output run(const std::string& cmd) {
-  Output out;
-  FILE* pipe = popen((cmd + " 2>&1").c_str(), "r");
-  if (!pipe) return out;
-  std::array<char, 4096> buf{};
-  size_t n = 0;
-  while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0) out.text.append(buf.data(), n);
-  const int status = pclose(pipe);
-  // popen runs the command through sh: a child killed by a signal shows as 128 + signal.
-  out.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  out.killed = out.exit_code == 128 + 9 || (WIFSIGNALED(status) && WTERMSIG(status) == 9);
-  return out;
-}
+Output run(const std::string& cmd) { return loom::testing::run_shell(cmd + " 2>&1"); }
 
 // One thread per process: ctest runs tests in parallel, and OpenMP teams that spin-wait on an
 // oversubscribed machine slow each other down by an order of magnitude.
