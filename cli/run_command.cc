@@ -56,7 +56,7 @@ struct RankMemory {
 // memory model's peak of its pipeline stage.
 core::Result<std::vector<RankMemory>> rank_memory(const plan::PlanRequest& req, const core::Layout& l,
                                                   const train::TrainSummary& s) {
-  sim::MemoryModelInput in{req.model, req.cluster, l, req.framework};
+  sim::MemoryModelInput in{req.model, req.cluster, l, req.framework, std::nullopt, false};
   LOOM_ASSIGN_OR_RETURN(const sim::MemoryReport report, sim::estimate_memory(in));
   const double gib = 1073741824.0;
   std::vector<RankMemory> out;

@@ -295,7 +295,7 @@ TEST(ParallelTrainer, MemoryModelPredictsEveryRanksBuffers) {
       const core::Layout layout = layout_of(c, spec);
       std::vector<int64_t> measured;
       run_parallel(spec, layout, init, nullptr, nullptr, 1, &measured);
-      sim::MemoryModelInput in{spec, cluster, layout, sim::Framework::kLoomCpu};
+      sim::MemoryModelInput in{spec, cluster, layout, sim::Framework::kLoomCpu, std::nullopt, false};
       const sim::MemoryReport predicted = sim::estimate_memory(in).value();
       for (size_t r = 0; r < measured.size(); ++r) {
         const core::RankCoords at = core::rank_coords(layout, static_cast<int64_t>(r));
