@@ -125,7 +125,8 @@ void add_shapes_for(const PlanRequest& r, core::Layout base, Enumeration& e) {
       for (bool sp : {false, true}) {
         if (sp && (base.tp == 1 || r.seq % base.tp != 0)) continue;
         base.sp = sp;
-        for (int zero = 0; zero <= 3; ++zero) {
+        // ZeRO shards over data parallelism: with dp 1 every stage is stage 0.
+        for (int zero = 0; zero <= (base.dp > 1 ? 3 : 0); ++zero) {
           base.zero = zero;
           const int64_t recomputes = 3;
           e.candidates += recomputes;
