@@ -72,6 +72,31 @@ core::Result<std::vector<RankMemory>> rank_memory(const plan::PlanRequest& req, 
   return out;
 }
 
+// The last iteration by phase, predicted (the simulator's critical stage) and measured on the
+// first rank of that stage: {name, predicted s, measured s}.
+struct Phase {
+  const char* name;
+  double predicted_s, measured_s;
+};
+std::vector<Phase> phases(const sim::StepTimeReport& step, const core::Layout& l,
+                          const train::TrainSummary& s, int64_t* rank) {
+  *rank = 0;
+  for (size_t r = 0; r < s.ranks.size(); ++r) {
+    if (core::rank_coords(l, static_cast<int64_t>(r)).pp == step.critical_stage) {
+      *rank = static_cast<int64_t>(r);
+      break;
+    }
+  }
+  const train::TrainSummary::RankBytes m =
+      s.ranks.empty() ? train::TrainSummary::RankBytes{} : s.ranks[static_cast<size_t>(*rank)];
+  const sim::StepBreakdown& b = step.breakdown;
+  return {{"compute (TP collectives inside)", b.compute + b.tp_comm, m.compute_s},
+          {"pipeline transfers", b.pp_comm, m.p2p_s},
+          {"data-parallel reduction", b.dp_comm, m.dp_s},
+          {"optimizer (ZeRO weight gather inside)", b.optimizer, m.optimizer_s},
+          {"bubble and waiting", b.bubble + b.other, m.wait_s}};
+}
+
 core::Status run_run(const RunArgs& a) {
   plan::PlanRequest req;
   LOOM_ASSIGN_OR_RETURN(req.model, core::load_model(a.model));
@@ -181,6 +206,12 @@ core::Status run_run(const RunArgs& a) {
       j["ranks"].push_back({{"rank", r.rank}, {"pipeline_stage", r.stage},
                             {"predicted_peak_gib", r.predicted_gib}, {"measured_peak_gib", r.measured_gib}});
     }
+    if (cpu) {
+      int64_t rank = 0;
+      const std::vector<Phase> ps = phases(best.step, l, s, &rank);
+      j["breakdown"] = {{"rank", rank}, {"pipeline_stage", best.step.critical_stage}};
+      for (const Phase& p : ps) j["breakdown"][p.name] = {{"predicted_s", p.predicted_s}, {"measured_s", p.measured_s}};
+    }
     j["summary"] = s.to_json();
     std::cout << j.dump(2) << "\n";
     return core::ok_status();
@@ -207,6 +238,19 @@ core::Status run_run(const RunArgs& a) {
     }
     std::cout << "\nTraining memory of every rank (the row above: the furthest from its prediction)\n"
               << per.render();
+  }
+  if (cpu) {
+    int64_t rank = 0;
+    Table b;
+    b.add_column("", Table::Align::kLeft);
+    b.add_column("predicted s");
+    b.add_column("measured s");
+    for (const Phase& p : phases(best.step, l, s, &rank))
+      b.add_row({p.name, fmt::format("{:.4f}", p.predicted_s), fmt::format("{:.4f}", p.measured_s)});
+    std::cout << fmt::format("\nLast iteration by phase, rank {} (pipeline stage {}, the simulator's "
+                             "critical stage)\n",
+                             rank, best.step.critical_stage)
+              << b.render();
   }
   std::cout << fmt::format("\n{} iterations measured (the first excluded from the mean){}\n",
                            s.last_step - s.first_step + 1,

@@ -107,7 +107,7 @@ core::Status run_rank(const TrainConfig& cfg, const core::ModelSpec& spec,
   LOOM_ASSIGN_OR_RETURN(auto trainer,
                         ParallelTrainer::create(spec, layout, cfg.optim, &groups, init));
   const bool report = world->rank() == 0;
-  trainer->set_tracing(!cfg.trace.empty());
+  trainer->set_tracing(true);  // the phases of the last iteration (and --trace)
   const int64_t micro = cfg.gbs / cfg.mbs;
   const double tokens = static_cast<double>(cfg.gbs * cfg.seq);
 
@@ -258,14 +258,30 @@ core::Status run_rank(const TrainConfig& cfg, const core::ModelSpec& spec,
   summary->state_bytes = trainer->state_bytes();
   summary->workspace_bytes = trainer->workspace_bytes();
   // Every rank's training buffers (pipeline stages differ: the embedding, the head, the
-  // activations 1F1B keeps in flight), gathered for rank 0's report.
-  const double mine[2] = {static_cast<double>(summary->state_bytes),
-                          static_cast<double>(summary->workspace_bytes)};
-  std::vector<double> all(2 * static_cast<size_t>(world->size()));
-  LOOM_RETURN_IF_ERROR(world->all_gather(mine, all.data(), 2));
+  // activations 1F1B keeps in flight) and the phases of its last iteration, gathered for rank
+  // 0's report.
+  double phase[4] = {0, 0, 0, 0};  // compute, pipeline sends, DP reduction, optimizer
+  for (const ParallelTrainer::TimedEvent& e : trainer->last_step_events()) {
+    using Event = ParallelTrainer::Event;
+    const int i = e.kind == Event::kForward || e.kind == Event::kBackward       ? 0
+                  : e.kind == Event::kP2pForward || e.kind == Event::kP2pBackward ? 1
+                  : e.kind == Event::kDpReduction                                ? 2
+                                                                                 : 3;
+    phase[i] += e.duration_s;
+  }
+  const double last_s = summary->records.empty() ? 0.0 : summary->records.back().step_time_s;
+  constexpr int kFields = 7;
+  const double mine[kFields] = {static_cast<double>(summary->state_bytes),
+                                static_cast<double>(summary->workspace_bytes),
+                                phase[0], phase[1], phase[2], phase[3],
+                                std::max(0.0, last_s - phase[0] - phase[1] - phase[2] - phase[3])};
+  std::vector<double> all(kFields * static_cast<size_t>(world->size()));
+  LOOM_RETURN_IF_ERROR(world->all_gather(mine, all.data(), kFields));
   summary->ranks.clear();
   for (int r = 0; r < world->size(); ++r) {
-    summary->ranks.push_back({static_cast<int64_t>(all[2 * r]), static_cast<int64_t>(all[2 * r + 1])});
+    const double* f = all.data() + kFields * r;
+    summary->ranks.push_back({static_cast<int64_t>(f[0]), static_cast<int64_t>(f[1]), f[2], f[3],
+                              f[4], f[5], f[6]});
   }
   return core::ok_status();
 }

@@ -50,9 +50,14 @@ nlohmann::json TrainSummary::to_json() const {
   if (!ranks.empty()) {
     nlohmann::json per_rank = nlohmann::json::array();
     for (size_t r = 0; r < ranks.size(); ++r) {
+      const RankBytes& b = ranks[r];
       per_rank.push_back({{"rank", r},
-                          {"state_bytes", ranks[r].state_bytes},
-                          {"workspace_bytes", ranks[r].workspace_bytes}});
+                          {"state_bytes", b.state_bytes},
+                          {"workspace_bytes", b.workspace_bytes},
+                          {"last_iteration_s",
+                           {{"compute", b.compute_s}, {"pp_transfers", b.p2p_s},
+                            {"dp_reduction", b.dp_s}, {"optimizer", b.optimizer_s},
+                            {"waiting", b.wait_s}}}});
     }
     j["ranks"] = per_rank;
   }

@@ -69,8 +69,13 @@ struct TrainSummary {
   std::vector<StepRecord> records;
   struct RankBytes {
     int64_t state_bytes = 0, workspace_bytes = 0;
+    // The last iteration's time on this rank by phase (ParallelTrainer's events): forward and
+    // backward compute (tensor-parallel collectives inside), pipeline sends, the data-parallel
+    // reduction, the optimizer (with ZeRO's weight gather), and the rest of the iteration
+    // (waiting for pipeline neighbours: the bubble).
+    double compute_s = 0, p2p_s = 0, dp_s = 0, optimizer_s = 0, wait_s = 0;
   };
-  std::vector<RankBytes> ranks;   // parallel runs: every rank's training buffers, by world rank
+  std::vector<RankBytes> ranks;   // parallel runs: every rank's buffers and phases, by world rank
   // Appends an iteration's record (final_loss and last_step follow it).
   void add(const StepRecord& r) {
     records.push_back(r);

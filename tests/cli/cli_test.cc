@@ -276,6 +276,8 @@ TEST(CliCalibrate, SplitsTheCpuIntoRanksForLoomRun) {
   EXPECT_EQ(j["ranks"][0]["pipeline_stage"], 0);
   EXPECT_EQ(j["ranks"][1]["pipeline_stage"], 1);
   EXPECT_NE(j["ranks"][0]["predicted_peak_gib"], j["ranks"][1]["predicted_peak_gib"]);
+  // Pipeline transfers happen and are timed on the compared stage's rank.
+  EXPECT_GT(j.at("breakdown").at("pipeline transfers").at("measured_s").get<double>(), 0);
 
   o = run_loom("calibrate --cluster local-cpu --measure --model tiny-llama --ranks 3");
   EXPECT_EQ(o.exit_code, 2);
@@ -299,6 +301,11 @@ TEST(CliRun, PlansTrainsAndReportsPredictedAndMeasured) {
   EXPECT_NE(j.at("plan").get<std::string>().find("tp: 1"), std::string::npos);
   EXPECT_EQ(j.at("iterations"), 3);
   EXPECT_EQ(j.at("ranks").size(), 1u);
+  // The last iteration by phase on both sides; one rank does all of it in compute.
+  const auto& compute = j.at("breakdown").at("compute (TP collectives inside)");
+  EXPECT_GT(compute.at("predicted_s").get<double>(), 0);
+  EXPECT_GT(compute.at("measured_s").get<double>(), 0);
+  EXPECT_EQ(j.at("breakdown").at("data-parallel reduction").at("measured_s").get<double>(), 0);
   const Output bad = run_loom("run --model tiny-llama --cluster local-cpu --gbs 4 --seq 64 --constraint tp=2");
   EXPECT_NE(bad.exit_code, 0);
   EXPECT_NE(bad.text.find("no layout the trainer runs fits"), std::string::npos) << bad.text;
