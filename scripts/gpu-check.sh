@@ -11,8 +11,9 @@
 #
 # Steps (each one's failure is recorded and the next one still runs):
 #   1. environment: nvidia-smi, nvcc, glibc, PyTorch;
-#   2. `loom devices`, the gpu-labelled GoogleTests (loom_gpu_tests) and, when packed, the
-#      attention kernels' benchmark (bench/attention_gpu_benchmark);
+#   2. `loom devices`, the gpu-labelled GoogleTests (loom_gpu_tests) and, when packed, the NCCL
+#      communicator's tests (loom_nccl_comm_tests) and the attention kernels' benchmark
+#      (bench/attention_gpu_benchmark);
 #   3. Loom's predictions for the 1.3 B Llama (models/llama-1.3b.yaml) on h200-1gpu, seq 2048,
 #      at the batches PyTorch trains below (`loom simulate --json`);
 #   4. `loom train --backend cuda` on the same model and batches (synthetic tokens, LOOM_STEPS
@@ -24,7 +25,7 @@
 #      model trained with PyTorch (bf16 autocast, SDPA, fused AdamW): tokens/s, MFU, peak
 #      memory, and its kernel time by kind (torch.profiler).
 # Output: $OUT/gpu-check.md (summary) and $OUT/bundle.tgz (torch_reference.json,
-# loom_predictions.json, loom_train_mbs*.json and .log, gpu_tests.xml and .txt,
+# loom_predictions.json, loom_train_mbs*.json and .log, gpu_tests.xml and .txt, nccl_tests.xml and .txt,
 # attention_benchmark.json, env.txt).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -67,6 +68,12 @@ if [ -x "${bin}/loom" ]; then
     grep -E '^\[  (PASSED|FAILED|SKIPPED) ' "${out}/gpu_tests.txt"
     echo '```'; echo
   } >> "${md}"
+  if [ -x "${bin}/loom_nccl_comm_tests" ]; then  # comm/nccl_comm.h: 1-GPU tests (2-GPU ones skip)
+    "${bin}/loom_nccl_comm_tests" --gtest_output="xml:${out}/nccl_tests.xml" 2>&1 | tee "${out}/nccl_tests.txt"
+    [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+    { echo "### NCCL communicator (tests/comm/nccl_comm_test.cc)"; echo; echo '```'
+      grep -E '^\[  (PASSED|FAILED|SKIPPED) |^\[  FAILED  \]' "${out}/nccl_tests.txt"; echo '```'; echo; } >> "${md}"
+  fi
   if [ -x "${bin}/attention_gpu_benchmark" ]; then
     "${bin}/attention_gpu_benchmark" --benchmark_out="${out}/attention_benchmark.json" \
       --benchmark_out_format=json 2>&1 | tee "${out}/attention_benchmark.txt" || status=1

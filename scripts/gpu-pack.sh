@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Packs what the GPU check needs from a build made on this (CPU) machine into one folder that the
 # device tool can carry (default .devcarry, ignored by git): the loom executable, the gpu test
-# binary, the attention benchmark when it was built, and the shared libraries they load that a bare CUDA image lacks (Debian's yaml-cpp, fmt,
+# binary, the attention benchmark and the NCCL communicator tests when they were built, and the shared libraries they load that a bare CUDA image lacks (Debian's yaml-cpp, fmt,
 # OpenMP runtime; CUDA's runtime). glibc, libstdc++ and the large CUDA libraries (cuBLAS(Lt),
 # cuDNN, NCCL) are taken from the GPU machine's image.
 #   usage: scripts/gpu-pack.sh [BUILD_DIR] [OUT_DIR]        (defaults: build .devcarry)
@@ -16,10 +16,12 @@ for b in "${bins[@]}"; do
   [ -x "${b}" ] || { echo "gpu-pack: ${b} not built (cmake --build --preset default)" >&2; exit 1; }
   cp "${b}" "${out}/"
 done
-if [ -x "${build}/bench/attention_gpu_benchmark" ]; then
-  bins+=("${build}/bench/attention_gpu_benchmark")
-  cp "${build}/bench/attention_gpu_benchmark" "${out}/"
-fi
+for optional in bench/attention_gpu_benchmark tests/comm/loom_nccl_comm_tests; do
+  if [ -x "${build}/${optional}" ]; then
+    bins+=("${build}/${optional}")
+    cp "${build}/${optional}" "${out}/"
+  fi
+done
 for b in "${bins[@]}"; do
   ldd "${b}" | awk '$3 ~ /^\// {print $3}'
 done | sort -u | while read -r lib; do
