@@ -47,16 +47,13 @@ std::string render_memory_report(const Scenario& s, const sim::MemoryReport& r) 
   for (const auto& st : r.stages) {
     const double optimizer = st.item("master_weights") + st.item("optimizer_states");
     const double grads = st.item("gradients") + st.item("half_gradients") + st.item("ddp_buckets");
-    const double transient =
-        r.fixed_arenas ? st.item("backward_working") + st.item("logits_and_loss")
-                       : std::max(st.item("backward_working"), st.item("logits_and_loss"));
     const double buffers =
         st.item("comm_buffers") + st.item("zero2_buffers") + st.item("zero3_buffers");
     t.add_row({std::to_string(st.stage), st.holds, fmt::format("{:.2f}", st.work_block_equivalents),
                fmt::format("{:.0f} M", st.params_per_rank / 1e6),
                std::to_string(st.microbatches_in_flight), format_gib(st.item("weights")),
                format_gib(grads), format_gib(optimizer), format_gib(st.item("activations")),
-               format_gib(transient), format_gib(buffers),
+               format_gib(st.transient_bytes), format_gib(buffers),
                format_gib(st.fixed_overhead_bytes), format_gib(st.peak_bytes),
                format_gib(r.capacity_bytes - st.peak_bytes), format_gib(st.observed_bytes())});
   }

@@ -247,7 +247,7 @@ const FrameworkTraits kTraits[] = {
         .fsdp_flat_params = false,
         .extra_optimizer_bytes_fp16 = 0,
         .ddp_bucket_bytes = 0,
-        // trainer/zero3.h: the unit being computed is gathered (no prefetch), with its full
+        // trainer/zero_shards.h: the unit being computed is gathered (no prefetch), with its full
         // gradients until they are reduce-scattered; fp32 throughout.
         .zero3_gathered_layers = 1, .zero3_gather_bytes_per_param = 4,
         .zero3_unsharded_grad_bytes = 4,

@@ -165,7 +165,8 @@ StageMemory estimate_stage(const StageInputs& x, const StageContents& c, int64_t
     const std::string_view name = item.name;
     if (name != "backward_working" && name != "logits_and_loss") persistent += item.bytes;
   }
-  st.allocated_bytes = persistent + (fw.fixed_arenas ? working + logits : std::max(working, logits));
+  st.transient_bytes = fw.fixed_arenas ? working + logits : std::max(working, logits);
+  st.allocated_bytes = persistent + st.transient_bytes;
   st.allocator_reserve_bytes = stash * fw.allocator_reserve_fraction;
   st.fixed_overhead_bytes = core::gib_to_bytes(x.in.cluster.memory.total_gib());
   st.peak_bytes = st.allocated_bytes + st.fixed_overhead_bytes;

@@ -50,7 +50,10 @@ struct StageMemory {
   double work_block_equivalents = 0;  // compute load relative to one block (embedding/head)
 
   std::vector<MemoryItem> items;  // allocated by the framework (live tensors at the peak)
-  double allocated_bytes = 0;     // persistent items + the larger transient phase
+  // backward_working and logits_and_loss as they count toward the peak: both with fixed
+  // arenas, else the larger (each is freed before the other phase).
+  double transient_bytes = 0;
+  double allocated_bytes = 0;     // persistent items + transient_bytes
   // Cached-but-free blocks of the framework's caching allocator at the peak; released and
   // retried before an out-of-memory error, so not part of what must fit.
   double allocator_reserve_bytes = 0;

@@ -248,7 +248,7 @@ core::Status ParallelTrainer::apply_step(double lr, double grad_norm, double gra
 core::Result<double> ParallelTrainer::evaluate(const std::vector<std::vector<int32_t>>& batches,
                                                int64_t mbs, int64_t seq) {
   const int64_t pp = layout_.pp, stages = pp * layout_.vpp, rank = groups_->coords.pp;
-  message_floats_ = mbs * seq * spec_.hidden_size / (layout_.sp ? layout_.tp : 1);
+  message_floats_ = boundary_floats(mbs, seq);
   std::vector<float> x_in(static_cast<size_t>(message_floats_));
   double loss_sum = 0;
   int64_t local = 0;  // this data-parallel rank's batches, counted as micro-batch tags
@@ -281,6 +281,10 @@ core::Result<double> ParallelTrainer::evaluate(const std::vector<std::vector<int
   return tokens > 0 ? loss_sum / tokens : -1.0;
 }
 
+int64_t ParallelTrainer::boundary_floats(int64_t mbs, int64_t seq) const {
+  return mbs * seq * spec_.hidden_size / (layout_.sp ? layout_.tp : 1);
+}
+
 void ParallelTrainer::record(Event kind, int64_t microbatch, int64_t chunk,
                              std::chrono::steady_clock::time_point since) {
   if (!tracing_) return;
@@ -296,8 +300,7 @@ core::Status ParallelTrainer::run_pipeline(const std::vector<std::vector<int32_t
   const int64_t pp = layout_.pp, stages = pp * layout_.vpp, rank = groups_->coords.pp;
   LOOM_ASSIGN_OR_RETURN(const std::vector<PipelineAction> actions,
                         pipeline_schedule(layout_.schedule, pp, layout_.vpp, count, rank));
-  // This rank's rows of the stage boundary (under sequence parallelism N / tp of them).
-  message_floats_ = mbs * seq * spec_.hidden_size / (layout_.sp ? layout_.tp : 1);
+  message_floats_ = boundary_floats(mbs, seq);
   // The received activation, the received gradient and the gradient to send (pipelines only).
   const int64_t buffer = stages > 1 ? message_floats_ : 0;
   std::vector<float> x_in(buffer), dy(buffer), dx(buffer);

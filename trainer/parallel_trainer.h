@@ -149,6 +149,9 @@ class ParallelTrainer {
   std::vector<float> params_, grads_;  // ZeRO 0-1 (ZeRO-1: grads_ starts with the reduced shard)
   std::unique_ptr<AdamW> optim_;       // ZeRO 0-1: the moments of this rank's shard
   std::unique_ptr<ZeroShards> zero_;   // ZeRO 2-3: the shares of gradients, moments (weights)
+  // This rank's rows of a stage boundary [mbs x seq, h] (N / tp of them under sequence
+  // parallelism): one pipeline message.
+  int64_t boundary_floats(int64_t mbs, int64_t seq) const;
   int64_t message_floats_ = 0;
   int64_t p2p_buffer_bytes_ = 0;  // the pipeline's send / receive buffers
   bool tracing_ = false;

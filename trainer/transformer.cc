@@ -319,13 +319,13 @@ void Transformer<T>::embed_forward(const T* p, Slot& slot, T* x0) {
 
 template <typename T>
 void Transformer<T>::embed_backward(const T* p, T* gr, Slot& slot, T* dx0) {
-  T* de = dx0;
+  T* local = dx0;
   if (spec_.embedding_norm) {
-    de = ws_->sc.dres.data();
+    local = ws_->sc.dres.data();
     norm_backward(dx0, slot.embed_pre_norm.data(), embed_norm_w_, embed_norm_b_, p,
-                  gr, slot.embed_mean.data(), slot.embed_rstd.data(), de);
+                  gr, slot.embed_mean.data(), slot.embed_rstd.data(), local);
   }
-  de = const_cast<T*>(gather_tokens(de));  // sp: every token's gradient (ws_->gathered)
+  const T* de = gather_tokens(local);  // sp: every token's gradient (ws_->gathered)
   if (tp_ == nullptr) {
     ops::embedding_bwd<T>(n_, d_.h, slot.inputs.data(), de, gr + embed_);
   } else {
@@ -499,8 +499,10 @@ core::Status Transformer<T>::loss_chunks(Slot& slot, T grad_scale, bool backward
   if (p == nullptr || (backward && gr == nullptr)) return comm_status_;
   const int64_t rows = static_cast<int64_t>(ws_->logits.size()) / d_.vp;
   const T* w = p + lm_head_;
-  // Every token's final-norm output (sp: gathered; its rows become their gradients in place).
-  T* xf = const_cast<T*>(gather_tokens(slot.xf.data()));
+  // Every token's final-norm output (sp: gathered into ws_->gathered); its rows become their
+  // gradients in place.
+  (void)gather_tokens(slot.xf.data());
+  T* xf = sp_ ? ws_->gathered.data() : slot.xf.data();
   std::vector<T> loss_n(rows);
   double total = 0.0;
   for (int64_t r0 = 0; r0 < n_; r0 += rows) {
@@ -573,7 +575,7 @@ template <typename T>
 void Transformer<T>::release_slot(int id) {
   if (id < 0 || id >= static_cast<int>(slots_.size())) return;
   slots_[id].busy = false;
-  if (free_released_slots_) slots_[id] = Slot{};
+  if (free_released_slots_) slots_[id] = Slot{};  // memory back to the heap, sized on reuse
   track_bytes();
 }
 
@@ -593,9 +595,7 @@ core::Status Transformer<T>::stage_backward(int id, const T* p, T* gr, const T* 
   base_g_ = gr;
   Slot& slot = slots_[id];
   LOOM_RETURN_IF_ERROR(backward_stack(slot, dy, dx_in));
-  slot.busy = false;
-  if (free_released_slots_) slot = Slot{};  // its memory back to the heap, sized again on reuse
-  track_bytes();
+  release_slot(id);
   return comm_status_;
 }
 
