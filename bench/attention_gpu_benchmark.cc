@@ -1,7 +1,9 @@
 // The CUDA attention kernels (kernels/cuda/attention.h) on the shapes of the 1.3 B Llama
 // (models/llama-1.3b.yaml: 16 heads of 128, seq 2048) and of a GQA model, forward and backward,
-// for each path: fused (FlashAttention-2 on tensor cores), gemm (cuBLASLt, scores materialised)
-// and flash (the CUDA-core reference; forward only, it is ~20x slower). Times are CUDA-event
+// for each path: fused (FlashAttention-2 on tensor cores), gemm (cuBLASLt, scores materialised),
+// cudnn (cuDNN's fused SDPA, kernels/cuda/attention_cudnn.h; skipped with the reason when cuDNN
+// cannot be loaded or plan the graph) and flash (the CUDA-core reference; forward only, it is
+// ~20x slower). Times are CUDA-event
 // times of the kernels alone (manual time); the counter TFLOP/s counts the causal half of
 // 4 B T^2 Hq D (forward) and 2.5x that (backward: the 5 products FlashAttention-2 needs; the
 // fused path runs 7, see attention_fused.cu). Skips (SkipWithError) without a device.
@@ -12,10 +14,12 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "kernels/cuda/attention.h"
+#include "kernels/cuda/attention_cudnn.h"
 #include "kernels/cuda/bias.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/fill.h"
@@ -26,7 +30,7 @@ namespace {
 
 namespace cu = loom::kernels::cuda;
 
-enum Path : int64_t { kFused = 0, kGemm = 1, kFlash = 2 };
+enum Path : int64_t { kFused = 0, kGemm = 1, kFlash = 2, kCudnn = 3 };
 
 struct Buffers {
   int64_t b, t, hq, hkv, d;
@@ -65,8 +69,21 @@ void BM_Attention(benchmark::State& state) {
   const bool backward = state.range(1) != 0;
   Buffers x(state.range(2), 2048, state.range(3), state.range(4), 128);
   cu::Gemm gemm;
+  std::unique_ptr<cu::CudnnAttention> sdpa;
+  cu::DeviceBytes sdpa_ws;
+  if (path == kCudnn) {
+    std::string why;
+    sdpa = cu::CudnnAttention::create({x.b, x.t, x.hq, x.hkv, x.d}, &why);
+    if (!sdpa) {
+      state.SkipWithError(("cuDNN SDPA unavailable: " + why).c_str());
+      return;
+    }
+    sdpa_ws = cu::DeviceBytes(sdpa->workspace_bytes());
+  }
   auto fwd = [&] {
-    if (path == kFused)
+    if (path == kCudnn)
+      sdpa->forward(x.q.get(), x.k.get(), x.v.get(), x.out.get(), x.lse.get(), sdpa_ws.get(), nullptr);
+    else if (path == kFused)
       cu::attention_fwd_fused(x.b, x.t, x.hq, x.hkv, x.d, x.q.get(), x.k.get(), x.v.get(), nullptr,
                               x.out.get(), x.lse.get(), nullptr);
     else if (path == kGemm)
@@ -77,7 +94,10 @@ void BM_Attention(benchmark::State& state) {
                         x.out.get(), x.lse.get(), nullptr);
   };
   auto bwd = [&] {
-    if (path == kFused)
+    if (path == kCudnn)
+      sdpa->backward(x.q.get(), x.k.get(), x.v.get(), x.out.get(), x.lse.get(), x.dout.get(),
+                     x.dq.get(), x.dk.get(), x.dv.get(), sdpa_ws.get(), nullptr);
+    else if (path == kFused)
       cu::attention_bwd_fused(x.b, x.t, x.hq, x.hkv, x.d, x.q.get(), x.k.get(), x.v.get(), nullptr,
                               x.out.get(), x.lse.get(), x.dout.get(), x.dq.get(), x.dk.get(),
                               x.dv.get(), x.ws.get(), nullptr);
@@ -109,12 +129,12 @@ void BM_Attention(benchmark::State& state) {
   LOOM_CUDA_CHECK(cudaEventDestroy(stop));
   const double flops = 4.0 * x.b * x.t * x.t * x.hq * x.d / 2 * (backward ? 2.5 : 1.0);
   state.counters["TFLOP/s"] = benchmark::Counter(flops / 1e12, benchmark::Counter::kIsIterationInvariantRate);
-  state.SetLabel(std::string(path == kFused ? "fused" : path == kGemm ? "gemm" : "flash") +
+  state.SetLabel(std::string(path == kFused ? "fused" : path == kGemm ? "gemm" : path == kCudnn ? "cudnn" : "flash") +
                  (backward ? " bwd" : " fwd"));
 }
 
 void shapes(benchmark::internal::Benchmark* bm) {
-  for (int64_t path : {kFused, kGemm})
+  for (int64_t path : {kFused, kGemm, kCudnn})
     for (int64_t bwd : {0, 1}) {
       bm->Args({path, bwd, 8, 16, 16});  // llama-1.3b, mbs 8
       bm->Args({path, bwd, 4, 32, 8});   // GQA group of 4

@@ -266,7 +266,8 @@ CommandRunner register_train_command(CLI::App& app) {
   sub->add_option("--attention", args->attention,
                   "CUDA attention kernels: auto (fused where the head dim is 16, 32, 64 or 128, "
                   "else gemm), fused (FlashAttention-2 on tensor cores), gemm (cuBLASLt, scores "
-                  "materialised), flash (CUDA-core reference)")
+                  "materialised), flash (CUDA-core reference), cudnn (cuDNN's fused SDPA through "
+                  "its graph API; no ALiBi)")
       ->capture_default_str();
   sub->add_flag("--json", args->json, "summary as JSON on stdout (iteration lines on stderr)");
   return [sub, args]() -> core::Status {

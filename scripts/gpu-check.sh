@@ -18,14 +18,15 @@
 #      at the batches PyTorch trains below (`loom simulate --json`);
 #   4. `loom train --backend cuda` on the same model and batches (synthetic tokens, LOOM_STEPS
 #      iterations, default 6; attention kernels LOOM_ATTENTION, default auto): measured step
-#      time, tokens/s, device memory, against step 3;
+#      time, tokens/s, device memory, against step 3; then the same runs with cuDNN's fused
+#      SDPA (--attention cudnn; LOOM_CUDNN_RUNS=0 skips them);
 #   5. the PyTorch reference (scripts/gpu_torch_reference.py; TORCH_PARTS selects parts, "none"
 #      skips it; BATCHES sets the mbs:gbs pairs of steps 3-5): cuBLAS
 #      GEMM efficiency over the simulator's shapes, causal attention, HBM bandwidth, the 1.3 B
 #      model trained with PyTorch (bf16 autocast, SDPA, fused AdamW): tokens/s, MFU, peak
 #      memory, and its kernel time by kind (torch.profiler).
 # Output: $OUT/gpu-check.md (summary) and $OUT/bundle.tgz (torch_reference.json,
-# loom_predictions.json, loom_train_mbs*.json and .log, gpu_tests.xml and .txt, nccl_tests.xml and .txt,
+# loom_predictions.json, loom_train_mbs*.json and .log, loom_train_cudnn_mbs*.json and .log, gpu_tests.xml and .txt, nccl_tests.xml and .txt,
 # attention_benchmark.json, env.txt).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -36,6 +37,21 @@ export LD_LIBRARY_PATH="${PWD}/${bin}/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PAT
 export PYTHONUNBUFFERED=1
 export LOOM_DATA_DIR="${PWD}"   # model presets and cluster profiles of this checkout
 python=${PYTHON:-python3}
+# cuDNN (loaded at run time by kernels/cuda/cudnn_api.h) and NCCL: where the image has them only
+# inside PyTorch's wheels (site-packages/nvidia/*/lib), those folders go after the system ones.
+wheel_libs=$("${python}" - <<'PY' 2>/dev/null
+import glob, os, site
+dirs = []
+for root in site.getsitepackages() + [site.getusersitepackages()]:
+    for pattern in ("libcudnn.so.9", "libnccl.so.2", "libcublasLt.so.*"):
+        for f in glob.glob(os.path.join(root, "nvidia", "**", pattern), recursive=True):
+            d = os.path.dirname(f)
+            if d not in dirs:
+                dirs.append(d)
+print(":".join(dirs))
+PY
+)
+[ -z "${wheel_libs}" ] || export LD_LIBRARY_PATH="${LD_LIBRARY_PATH}:${wheel_libs}"
 batches="${BATCHES:-4:16,8:16,16:16}"   # mbs:gbs pairs for steps 3-5
 status=0
 md="${out}/gpu-check.md"
@@ -111,6 +127,18 @@ if [ -x "${bin}/loom" ]; then
       --attention "${LOOM_ATTENTION:-auto}" --json > "${out}/loom_train_mbs${mbs}.json" 2> "${out}/loom_train_mbs${mbs}.log" || status=1
     tail -n 3 "${out}/loom_train_mbs${mbs}.log"
   done
+  # The same runs with cuDNN's fused SDPA (kernels/cuda/attention_cudnn.h) unless step 4 used it
+  # already; LOOM_CUDNN_RUNS=0 skips them.
+  if [ "${LOOM_CUDNN_RUNS:-1}" != 0 ] && [ "${LOOM_ATTENTION:-auto}" != cudnn ]; then
+    for b in ${batches//,/ }; do
+      mbs=${b%%:*}; gbs=${b##*:}
+      timeout "${LOOM_TRAIN_TIMEOUT:-300}" "${bin}/loom" train --backend cuda --model llama-1.3b --synthetic \
+        --steps "${LOOM_STEPS:-6}" --mbs "${mbs}" --gbs "${gbs}" --seq 2048 --lr 3e-4 --warmup 2 \
+        --attention cudnn --json > "${out}/loom_train_cudnn_mbs${mbs}.json" \
+        2> "${out}/loom_train_cudnn_mbs${mbs}.log" || status=1
+      tail -n 3 "${out}/loom_train_cudnn_mbs${mbs}.log"
+    done
+  fi
   "${python}" - "${out}" "${batches}" >> "${md}" <<'PY' || status=1
 import json, sys, os
 out, batches = sys.argv[1], sys.argv[2].split(",")
@@ -133,6 +161,30 @@ for b, p in zip(batches, pred):
           f"({p['compute_by_kind_s']['attention']:.3f}) | {m['tokens_per_s']:.0f} | {100 * mfu:.1f}% | "
           f"{p['memory']['peak_gib']:.2f} | {m.get('peak_device_bytes', 0) / 2**30:.2f} |")
 print()
+runs = [(b, os.path.join(out, f"loom_train_cudnn_mbs{b.split(':')[0]}.json")) for b in batches]
+if any(os.path.exists(f) for _, f in runs):
+    print("## Loom's CUDA trainer with cuDNN's fused SDPA (--attention cudnn)\n")
+    print("| mbs | gbs | measured s | vs the run above | attention s | tokens/s | MFU | "
+          "device memory in use GiB | cuDNN |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for (b, f), p in zip(runs, pred):
+        mbs, gbs = b.split(":")
+        if not os.path.exists(f) or os.path.getsize(f) == 0:
+            log = f[:-5] + ".log"
+            last = open(log).read().strip().splitlines()[-1:] if os.path.exists(log) else ["no log"]
+            print(f"| {mbs} | {gbs} | failed: {last[0][:160]} | | | | | | |")
+            continue
+        m = json.load(open(f))
+        base = os.path.join(out, f"loom_train_mbs{mbs}.json")
+        ratio = ""
+        if os.path.exists(base) and os.path.getsize(base) > 0:
+            ratio = f"{json.load(open(base))['mean_step_time_s'] / m['mean_step_time_s']:.2f}x faster"
+        mfu = p["mfu"] * p["step_time_s"] / m["mean_step_time_s"]
+        print(f"| {mbs} | {gbs} | {m['mean_step_time_s']:.3f} | {ratio} | "
+              f"{m.get('phase_seconds', {}).get('attention', float('nan')):.3f} | "
+              f"{m['tokens_per_s']:.0f} | {100 * mfu:.1f}% | "
+              f"{m.get('peak_device_bytes', 0) / 2**30:.2f} | {m.get('attention_detail', '')} |")
+    print()
 PY
 fi
 

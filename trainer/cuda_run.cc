@@ -119,6 +119,11 @@ core::Status run_cuda_training(const TrainConfig& given, const std::string& atte
       loss_s += s.phases.lm_head_loss_s;
       ++timed;
     }
+    if (summary->attention_detail.empty()) {
+      summary->attention_detail = trainer.model().attention_detail();
+      if (!summary->attention_detail.empty() && !cfg.quiet && out != nullptr)
+        *out << fmt::format("attention: {}\n", summary->attention_detail);
+    }
     summary->add(StepRecord::of(step, s.loss, lr, s.grad_norm, dt, tokens));
     done = step;
     if (!cfg.save.empty() && cfg.save_interval > 0 && step % cfg.save_interval == 0) {

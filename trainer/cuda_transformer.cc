@@ -109,6 +109,21 @@ core::Result<std::unique_ptr<CudaTransformer>> CudaTransformer::create(const cor
   }
   if (attention == Attention::kAuto)
     attention = cu::attention_fused_supported(d) ? Attention::kFused : Attention::kGemm;
+  if (attention == Attention::kCudnn) {
+    if (spec.position == core::PositionKind::kAlibi) {
+      return core::error(core::ErrorCode::kInvalidArgument,
+                         "--attention cudnn: model '{}' uses ALiBi; Loom's cuDNN graphs take the "
+                         "causal mask only (use fused or gemm)",
+                         spec.name);
+    }
+    std::string why;
+    // The batch and sequence are not known yet; the head layout is checked now (t = 2 stands in).
+    const ModelDims dims(spec);
+    if (!cu::attention_cudnn_shape_supported({1, 2, dims.heads, dims.kv_heads, d}, &why)) {
+      return core::error(core::ErrorCode::kInvalidArgument, "--attention cudnn: model '{}': {}",
+                         spec.name, why);
+    }
+  }
   if (attention == Attention::kFused && !cu::attention_fused_supported(d)) {
     return core::error(core::ErrorCode::kInvalidArgument,
                        "--attention fused: model '{}' has head dimension {}; the fused kernels take "
@@ -119,10 +134,11 @@ core::Result<std::unique_ptr<CudaTransformer>> CudaTransformer::create(const cor
 }
 
 core::Result<CudaTransformer::Attention> CudaTransformer::parse_attention(const std::string& name) {
-  for (const Attention a : {Attention::kAuto, Attention::kFused, Attention::kGemm, Attention::kFlash})
+  for (const Attention a : {Attention::kAuto, Attention::kFused, Attention::kGemm, Attention::kFlash,
+                            Attention::kCudnn})
     if (name == attention_name(a)) return a;
   return core::error(core::ErrorCode::kInvalidArgument,
-                     "--attention '{}': expected auto, fused, gemm or flash", name);
+                     "--attention '{}': expected auto, fused, gemm, flash or cudnn", name);
 }
 
 const char* CudaTransformer::attention_name(Attention a) {
@@ -131,12 +147,19 @@ const char* CudaTransformer::attention_name(Attention a) {
     case Attention::kFused: return "fused";
     case Attention::kGemm: return "gemm";
     case Attention::kFlash: return "flash";
+    case Attention::kCudnn: return "cudnn";
   }
   return "?";
 }
 
 CudaTransformer::CudaTransformer(const core::ModelSpec& spec, Attention attention)
     : spec_(spec), layout_(spec), attention_(attention), d_(spec) {}
+
+CudaTransformer::~CudaTransformer() = default;
+
+std::string CudaTransformer::attention_detail() const {
+  return cudnn_ ? cudnn_->describe() : std::string();
+}
 
 void CudaTransformer::prepare(int64_t b, int64_t s) {
   if (b == b_ && s == s_) return;
@@ -200,6 +223,12 @@ void CudaTransformer::prepare(int64_t b, int64_t s) {
   Carver real(static_cast<char*>(acts_mem_.get()));
   carve(real);
 
+  if (attention_ == Attention::kCudnn) {
+    std::string why;
+    cudnn_.reset();
+    cudnn_ = cu::CudnnAttention::create({b_, s_, d_.heads, d_.kv_heads, d_.head_dim}, &why);
+    if (!cudnn_) throw cu::CudaError("--attention cudnn: " + why);
+  }
   // Scratch of the backward: the largest any kernel asks for.
   const int64_t widest = std::max({d_.h, d_.q_dim, d_.kv_dim, d_.ffn});
   workspace_bytes_ = std::max({cu::rmsnorm_bwd_workspace_bytes(n_, d_.h),
@@ -210,7 +239,8 @@ void CudaTransformer::prepare(int64_t b, int64_t s) {
                                attention_ == Attention::kGemm
                                    ? cu::attention_gemm_workspace_bytes(b_, s_, d_.heads, d_.kv_heads)
                                    : std::size_t{0},
-                               cu::embedding_bwd_workspace_bytes(n_)});
+                               cu::embedding_bwd_workspace_bytes(n_),
+                               cudnn_ ? cudnn_->workspace_bytes() : std::size_t{0}});
   scratch_mem_ = cu::DeviceBytes(workspace_bytes_);
   workspace_ = scratch_mem_.get();
 
@@ -301,7 +331,9 @@ void CudaTransformer::forward(const float* p, const bf16* pb, cudaStream_t st) {
     }
     const float* slopes = spec_.position == core::PositionKind::kAlibi ? alibi_ : nullptr;
     timer_.start(kAttentionPhase, st);
-    if (attention_ == Attention::kFused) {
+    if (attention_ == Attention::kCudnn) {
+      cudnn_->forward(k.q, k.k, k.v, k.o, k.lse, workspace_, st);
+    } else if (attention_ == Attention::kFused) {
       cu::attention_fwd_fused(b_, s_, d_.heads, d_.kv_heads, d_.head_dim, k.q, k.k, k.v, slopes, k.o,
                               k.lse, st);
     } else if (attention_ == Attention::kGemm) {
@@ -379,7 +411,9 @@ void CudaTransformer::backward(const float* p, const bf16* pb, float* gr, cudaSt
     norm_bwd(dxn_, k.x_mid, o.mlp_norm_w, o.mlp_norm_b, p, gr, k.mean2, k.rstd2, dr_, dr_, st);
     linear_bwd(dr_, k.o, pb, gr, o.wo, o.bo, d_.h, d_.q_dim, dattn_, false, st);
     timer_.start(kAttentionPhase, st);
-    if (attention_ == Attention::kFused) {
+    if (attention_ == Attention::kCudnn) {
+      cudnn_->backward(k.q, k.k, k.v, k.o, k.lse, dattn_, dq_, dk_, dv_, workspace_, st);
+    } else if (attention_ == Attention::kFused) {
       cu::attention_bwd_fused(b_, s_, d_.heads, d_.kv_heads, d_.head_dim, k.q, k.k, k.v, slopes, k.o,
                               k.lse, dattn_, dq_, dk_, dv_, workspace_, st);
     } else if (attention_ == Attention::kGemm) {

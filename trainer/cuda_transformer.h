@@ -26,6 +26,7 @@
 #include "core/layout.h"
 #include "core/model_spec.h"
 #include "core/status.h"
+#include "kernels/cuda/attention_cudnn.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/gemm.h"
 #include "trainer/optimizer.h"
@@ -38,15 +39,21 @@ class CudaTransformer {
   // Attention kernels (kernels/cuda/attention.h): the fused FlashAttention-2 kernels on tensor
   // cores (head dims 16, 32, 64, 128), batched cuBLASLt GEMMs with the scores materialised per
   // sequence, or the flash kernel on CUDA cores (the reference: no T x T buffer, about 20x
-  // slower than the GEMM path on a 1.3B model at seq 2048). kAuto: fused where the head dim
-  // allows, else GEMM.
-  enum class Attention { kAuto, kFused, kGemm, kFlash };
+  // slower than the GEMM path on a 1.3B model at seq 2048), or cuDNN's fused SDPA
+  // (kernels/cuda/attention_cudnn.h: no ALiBi; head dims multiples of 8 up to 128; cuDNN loaded at
+  // run time; its dq accumulates with atomics, so runs are not bitwise repeatable). kAuto: fused
+  // where the head dim allows, else GEMM (cuDNN stays opt-in until measured on a device).
+  enum class Attention { kAuto, kFused, kGemm, kFlash, kCudnn };
   static core::Result<std::unique_ptr<CudaTransformer>> create(
       const core::ModelSpec& spec, core::Recompute recompute, Attention attention = Attention::kAuto);
-  // "auto", "fused", "gemm", "flash" (the --attention values); an error names the value.
+  ~CudaTransformer();
+  // "auto", "fused", "gemm", "flash", "cudnn" (the --attention values); an error names the value.
   static core::Result<Attention> parse_attention(const std::string& name);
   static const char* attention_name(Attention a);
   Attention attention() const { return attention_; }
+  // The cuDNN engines chosen (CudnnAttention::describe()) once a batch shape was seen with
+  // kCudnn; empty otherwise.
+  std::string attention_detail() const;
 
   const ParamLayout& layout() const { return layout_; }
 
@@ -119,6 +126,7 @@ class CudaTransformer {
   ModelDims d_;  // widths from the spec
   int64_t b_ = 0, s_ = 0, n_ = 0, chunk_rows_ = 0;
   kernels::cuda::Gemm gemm_;
+  std::unique_ptr<kernels::cuda::CudnnAttention> cudnn_;  // kCudnn: planned for (b_, s_)
   kernels::cuda::DeviceBytes acts_mem_, scratch_mem_, tables_mem_;
   std::vector<Block> blocks_;
   __nv_bfloat16 *embed_pre_ = nullptr, *r_final_ = nullptr, *xf_ = nullptr, *mlp_out_ = nullptr;
@@ -175,6 +183,7 @@ class CudaTrainer {
   // and of the model's activations and scratch.
   int64_t state_bytes() const { return count_ * (4 * 4 + 2); }
   int64_t activation_bytes() const { return model_->activation_bytes(); }
+  const CudaTransformer& model() const { return *model_; }
 
  private:
   void allocate();

@@ -44,6 +44,7 @@ nlohmann::json TrainSummary::to_json() const {
   if (peak_device_bytes > 0) j["peak_device_bytes"] = peak_device_bytes;
   if (!phase_seconds.empty()) j["phase_seconds"] = phase_seconds;
   if (!attention_kernels.empty()) j["attention_kernels"] = attention_kernels;
+  if (!attention_detail.empty()) j["attention_detail"] = attention_detail;
   nlohmann::json losses = nlohmann::json::array();  // per iteration, first_step on
   for (const StepRecord& r : records) losses.push_back(r.loss);
   j["losses"] = losses;

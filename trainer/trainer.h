@@ -65,7 +65,8 @@ struct TrainSummary {
   int64_t peak_rss_bytes = 0;     // the process's maximum resident set
   int64_t peak_device_bytes = 0;  // CUDA backend: most device memory in use (cudaMemGetInfo)
   std::map<std::string, double> phase_seconds;  // CUDA backend: device time per iteration by phase
-  std::string attention_kernels;  // CUDA backend: fused, gemm or flash (kernels/cuda/attention.h)
+  std::string attention_kernels;  // CUDA backend: fused, gemm, flash or cudnn (kernels/cuda/attention.h)
+  std::string attention_detail;   // cudnn: the library version and the engines cuDNN chose
   std::vector<StepRecord> records;
   struct RankBytes {
     int64_t state_bytes = 0, workspace_bytes = 0;

@@ -19,14 +19,25 @@
 // path (its dk, dv sum a group's heads in fp32): the GEMM path's tolerances. Its shapes include
 // lengths that are not multiples of its 64-row blocks and 32/64-row tiles, GQA groups of 1, 2
 // and 4, ALiBi, and every head dimension it takes (16, 32, 64, 128).
+//
+// cuDNN's fused SDPA (attention_cudnn.h) also rounds P and dS to bf16 and sums a GQA group's
+// dk, dv per query head in bf16 before reducing them: the GEMM path's tolerances. Its dq is
+// accumulated with atomics (cuDNN's default backward), so it is not checked for bitwise
+// repeatability; no ALiBi.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
+#include <string>
 #include <vector>
 
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cuda/attention.h"
+#ifdef LOOM_WITH_CUDNN
+#include "kernels/cuda/attention_cudnn.h"
+#include "kernels/cuda/cudnn_api.h"
+#endif
 #include "kernels/cuda/gemm.h"
 #include "tests/kernels/gpu_test_util.h"
 
@@ -65,17 +76,31 @@ std::vector<float> download_bf16(const cuda::DeviceBuffer<__nv_bfloat16>& d) {
   return from_bf16(bits);
 }
 
-enum class Path { kFlash, kGemm, kFused };
+enum class Path { kFlash, kGemm, kFused, kCudnn };
 
 void check(const Shape& s, Path path) {
   const bool gemm_path = path == Path::kGemm, fused = path == Path::kFused;
-  SCOPED_TRACE(::testing::Message() << (gemm_path ? "gemm" : fused ? "fused" : "flash") << " B=" << s.b
+  const bool cudnn = path == Path::kCudnn;
+  SCOPED_TRACE(::testing::Message() << (gemm_path ? "gemm" : fused ? "fused" : cudnn ? "cudnn" : "flash") << " B=" << s.b
                                     << " T=" << s.t << " Hq=" << s.hq << " Hkv=" << s.hkv
                                     << " D=" << s.d << " alibi=" << s.alibi);
   cuda::Gemm gemm;
   cuda::DeviceBytes gemm_ws(gemm_path ? cuda::attention_gemm_workspace_bytes(s.b, s.t, s.hq, s.hkv)
                                       : 0);
-  const double out_atol = gemm_path || fused ? 1e-2 : 2e-3, grad_atol = gemm_path || fused ? 2e-2 : 1e-2;
+  const bool rounds_p = gemm_path || fused || cudnn;
+  const double out_atol = rounds_p ? 1e-2 : 2e-3, grad_atol = rounds_p ? 2e-2 : 1e-2;
+#ifdef LOOM_WITH_CUDNN
+  std::unique_ptr<cuda::CudnnAttention> sdpa;
+  cuda::DeviceBytes sdpa_ws;
+  if (cudnn) {
+    std::string why;
+    sdpa = cuda::CudnnAttention::create({s.b, s.t, s.hq, s.hkv, s.d}, &why);
+    ASSERT_NE(sdpa, nullptr) << why;
+    sdpa_ws = cuda::DeviceBytes(sdpa->workspace_bytes());
+  }
+#else
+  ASSERT_FALSE(cudnn) << "built without cuDNN";
+#endif
   const int64_t nq = s.b * s.t * s.hq * s.d, nkv = s.b * s.t * s.hkv * s.d;
   const std::vector<float> q = random_bf16_values(nq, 1), k = random_bf16_values(nkv, 2),
                            v = random_bf16_values(nkv, 3), dout = random_bf16_values(nq, 4);
@@ -91,7 +116,11 @@ void check(const Shape& s, Path path) {
   auto dslopes = upload(slopes);
   cuda::DeviceBuffer<__nv_bfloat16> dout_gpu(nq);
   cuda::DeviceBuffer<float> dlse(lse_cpu.size());
-  if (fused) {
+  if (cudnn) {
+#ifdef LOOM_WITH_CUDNN
+    sdpa->forward(dq_.get(), dk_.get(), dv_.get(), dout_gpu.get(), dlse.get(), sdpa_ws.get(), nullptr);
+#endif
+  } else if (fused) {
     cuda::attention_fwd_fused(s.b, s.t, s.hq, s.hkv, s.d, dq_.get(), dk_.get(), dv_.get(),
                               s.alibi ? dslopes.get() : nullptr, dout_gpu.get(), dlse.get(), nullptr);
   } else if (gemm_path) {
@@ -115,7 +144,12 @@ void check(const Shape& s, Path path) {
   cuda::DeviceBuffer<__nv_bfloat16> gdq(nq), gdk(nkv), gdv(nkv);
   cuda::DeviceBytes ws(cuda::attention_bwd_workspace_bytes(s.b, s.t, s.hq));
   auto backward = [&] {
-    if (fused) {
+    if (cudnn) {
+#ifdef LOOM_WITH_CUDNN
+      sdpa->backward(dq_.get(), dk_.get(), dv_.get(), dout_gpu.get(), lse_in.get(), ddout.get(),
+                     gdq.get(), gdk.get(), gdv.get(), sdpa_ws.get(), nullptr);
+#endif
+    } else if (fused) {
       cuda::attention_bwd_fused(s.b, s.t, s.hq, s.hkv, s.d, dq_.get(), dk_.get(), dv_.get(),
                                 s.alibi ? dslopes.get() : nullptr, dout_gpu.get(), lse_in.get(),
                                 ddout.get(), gdq.get(), gdk.get(), gdv.get(), ws.get(), nullptr);
@@ -135,6 +169,7 @@ void check(const Shape& s, Path path) {
   EXPECT_TRUE(all_close(download_bf16(gdk), dk_cpu, 8e-3, grad_atol * max_abs(dk_cpu))) << "dk";
   EXPECT_TRUE(all_close(download_bf16(gdv), dv_cpu, 8e-3, grad_atol * max_abs(dv_cpu))) << "dv";
 
+  if (cudnn) return;  // atomics in cuDNN's dq: see the header comment
   // Deterministic: a second backward gives the same bits.
   const std::vector<float> dk_first = download_bf16(gdk);
   backward();
@@ -167,6 +202,21 @@ TEST(AttentionGpu, FusedPathMatchesCpuForwardAndBackward) {
     check(s, Path::kFused);
   }
 }
+
+#ifdef LOOM_WITH_CUDNN
+// Skips only when the cuDNN library cannot be loaded; on a GPU with cuDNN, a graph that cuDNN
+// will not plan fails here with cuDNN's reason.
+TEST(AttentionGpu, CudnnSdpaMatchesCpuForwardAndBackward) {
+  LOOM_REQUIRE_GPU();
+  std::string why;
+  if (cuda::cudnn_api(&why) == nullptr) GTEST_SKIP() << "no cuDNN library: " << why;
+  for (const Shape& s : {Shape{2, 77, 4, 2, 64, false}, Shape{1, 300, 8, 8, 64, false},
+                         Shape{2, 130, 4, 1, 128, false}, Shape{1, 200, 8, 2, 32, false},
+                         Shape{1, 517, 4, 4, 128, false}, Shape{2, 64, 2, 2, 16, false}}) {
+    check(s, Path::kCudnn);
+  }
+}
+#endif
 
 TEST(AttentionGpu, FusedPathRejectsWhatItCannotRun) {
   LOOM_REQUIRE_GPU();

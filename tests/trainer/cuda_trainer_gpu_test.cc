@@ -3,7 +3,8 @@
 // trained 50 steps from the same fp32 weights on the same batches, with the CPU trainer's
 // iteration (trainer.cc: mean over the global batch, global-norm clipping, AdamW without decay
 // on norms and biases). The GPU runs bf16 activations and GEMM inputs, the CPU fp32 throughout;
-// the bound: every step's loss within 1e-2 relative. Both attention paths (GEMM, flash). And the GPU iteration is
+// the bound: every step's loss within 1e-2 relative. Every attention path (fused, GEMM,
+// flash, and cuDNN's SDPA for the models without ALiBi when cuDNN loads). And the GPU iteration is
 // deterministic: 30 straight steps equal 20 steps, a restore from their state and 10 more,
 // bit for bit (what a resume from a checkpoint does).
 #include <gtest/gtest.h>
@@ -11,9 +12,13 @@
 #include <cmath>
 #include <cstdio>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "core/model_io.h"
+#ifdef LOOM_WITH_CUDNN
+#include "kernels/cuda/cudnn_api.h"
+#endif
 #include "tests/kernels/gpu_test_util.h"
 #include "trainer/cuda_transformer.h"
 #include "trainer/optimizer.h"
@@ -74,13 +79,22 @@ OptimizerConfig optimizer() {
 TEST(CudaTrainer, FiftyStepsTrackTheCpuTrainer) {
   LOOM_REQUIRE_GPU();
   using Attention = CudaTransformer::Attention;
-  for (const Attention attention : {Attention::kFused, Attention::kGemm, Attention::kFlash})
+  std::string no_cudnn;
+#ifdef LOOM_WITH_CUDNN
+  kernels::cuda::cudnn_api(&no_cudnn);
+#else
+  no_cudnn = "built without cuDNN";
+#endif
+  if (!no_cudnn.empty()) std::printf("cuDNN attention not run: %s\n", no_cudnn.c_str());
+  for (const Attention attention :
+       {Attention::kFused, Attention::kGemm, Attention::kFlash, Attention::kCudnn})
   for (const char* name : {"tiny-llama", "tiny-qwen", "tiny-bloom", "tiny-gpt"}) {
-    const char* path = attention == Attention::kFused  ? "fused attention"
-                       : attention == Attention::kGemm ? "gemm attention"
-                                                       : "flash attention";
+    const std::string path = std::string(CudaTransformer::attention_name(attention)) + " attention";
     SCOPED_TRACE(::testing::Message() << name << ", " << path);
     const core::ModelSpec spec = core::load_model(name).value();
+    if (attention == Attention::kCudnn &&
+        (!no_cudnn.empty() || spec.position == core::PositionKind::kAlibi))
+      continue;  // ALiBi: cuDNN's graphs here are causal only (checked below)
     const OptimizerConfig cfg = optimizer();
     Transformer<float> cpu(spec, core::Recompute::kNone);
     AdamW cpu_opt(cpu.layout(), cfg);
@@ -115,7 +129,7 @@ TEST(CudaTrainer, FiftyStepsTrackTheCpuTrainer) {
       EXPECT_NEAR(g.grad_norm, gnorm, 0.1 * gnorm) << "step " << step;
     }
     std::printf("[ %s, %s ] loss %.4f -> %.4f over 50 steps; worst |gpu - cpu| / cpu = %.2e\n",
-                name, path, first, last, worst);
+                name, path.c_str(), first, last, worst);
     EXPECT_LT(last, first) << "the model should learn from the affine stream";
   }
 }
@@ -161,9 +175,15 @@ TEST(CudaTrainer, AttentionChoiceIsCheckedByName) {
   using Attention = CudaTransformer::Attention;
   auto bad = CudaTransformer::parse_attention("fast");
   ASSERT_FALSE(bad.ok());
-  EXPECT_NE(bad.status().message().find("'fast': expected auto, fused, gemm or flash"), std::string::npos)
+  EXPECT_NE(bad.status().message().find("'fast': expected auto, fused, gemm, flash or cudnn"),
+            std::string::npos)
       << bad.status().message();
   EXPECT_EQ(CudaTransformer::parse_attention("gemm").value(), Attention::kGemm);
+  EXPECT_EQ(CudaTransformer::parse_attention("cudnn").value(), Attention::kCudnn);
+  auto alibi = CudaTransformer::create(core::load_model("tiny-bloom").value(), core::Recompute::kNone,
+                                       Attention::kCudnn);
+  ASSERT_FALSE(alibi.ok());
+  EXPECT_NE(alibi.status().message().find("uses ALiBi"), std::string::npos) << alibi.status().message();
   core::ModelSpec wide = spec;
   wide.head_dim = 96;
   auto fused = CudaTransformer::create(wide, core::Recompute::kNone, Attention::kFused);
