@@ -222,6 +222,9 @@ const FrameworkTraits kTraits[] = {
         // [kv]; dact [f] besides dg, du.
         .backward_h_buffers = 3, .backward_q_buffers = 2, .backward_kv_buffers = 2,
         .backward_extra_f_buffers = 1,
+        // trainer/cuda_transformer.cc: selective recompute keeps q, k, v and reruns the attention
+        // (one output and log-sum-exp buffer for all blocks).
+        .selective_drops_attention_output = true,
         .allocator_reserve_fraction = 0.0,  // no caching allocator: fixed arenas
         .fixed_arenas = true,
         // Loom's trainer: collectives on the compute stream (no overlap yet).

@@ -86,7 +86,7 @@ struct FrameworkTraits {
   double backward_kv_buffers = 0;
   double backward_extra_f_buffers = 0;
   // Selective recompute drops each block's attention output and log-sum-exp and recomputes
-  // them in backward into one shared buffer (Loom's CPU trainer). Megatron's selective
+  // them in backward into one shared buffer (Loom's CPU and CUDA trainers). Megatron's selective
   // recompute with flash attention keeps them (the output is the projection's saved input).
   bool selective_drops_attention_output = false;
 

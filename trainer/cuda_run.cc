@@ -4,7 +4,9 @@
 #include <sys/resource.h>
 
 #include <chrono>
+#include <limits>
 #include <random>
+#include <set>
 #include <sstream>
 
 #include <fmt/format.h>
@@ -13,6 +15,7 @@
 #include "kernels/device_query.h"
 #include "trainer/batch_source.h"
 #include "trainer/cuda_transformer.h"
+#include "trainer/spike_guard.h"
 
 namespace loom::train {
 
@@ -29,9 +32,7 @@ core::Status run_cuda_training(const TrainConfig& given, const std::string& atte
                                TrainSummary* summary) {
   TrainConfig cfg = given;
   LOOM_RETURN_IF_ERROR(validate_train_config(cfg));
-  if (cfg.eval_interval > 0) return refuse("--eval-interval", "evaluation runs at the end only");
-  if (cfg.debug_nan_grad_at > 0 || !cfg.debug_loss_spike_at.empty() || cfg.debug_kill_at > 0)
-    return refuse("--debug-*", "fault injection is a CPU-backend test aid");
+  if (cfg.debug_kill_at > 0) return refuse("--debug-kill-at", "the kill test runs on the CPU backend");
   const kernels::CudaDeviceList devices = kernels::query_cuda_devices();
   if (devices.devices.empty()) {
     return core::error(core::ErrorCode::kInvalidArgument, "--backend cuda: no CUDA device: {}",
@@ -48,16 +49,18 @@ core::Status run_cuda_training(const TrainConfig& given, const std::string& atte
   if (!cfg.quiet && out != nullptr)
     *out << fmt::format("attention kernels: {}\n", summary->attention_kernels);
   CudaTrainer trainer(std::move(model), cfg.optim, cfg.seed, cfg.init_std);
-  if (cfg.guard.enabled && !cfg.quiet && out != nullptr) {
-    *out << "note: the spike guard does not run on the CUDA backend yet; every update is applied "
-            "(--no-spike-guard silences this)\n";
-  }
 
   const int64_t micro = cfg.gbs / cfg.mbs;
   const double tokens = static_cast<double>(cfg.gbs * cfg.seq);
-  // Checkpoints: the CPU trainer's format (trainer_checkpoint.cc). The guard does not run here,
-  // so its state is the untouched one; the RNG is the seed's (the CPU trainer draws from it
-  // only to initialise weights).
+  // The spike guard and the debug injections act as in the CPU trainers (parallel_run.cc): a
+  // loss spike scales the loss, the norm and the applied gradients; a NaN gradient makes the
+  // norm NaN (never applied: the guard skips it).
+  SpikeGuard guard(cfg.guard);
+  std::set<int64_t> spike_steps, injected;
+  double spike_factor = 1.0;
+  loss_spike_injection(cfg, &spike_steps, &spike_factor);
+  // Checkpoints: the CPU trainer's format (trainer_checkpoint.cc), with the guard's state; the
+  // RNG is the seed's (the CPU trainer draws from it only to initialise weights).
   int64_t done = 0, consumed = 0;
   auto save = [&](const char* why) -> core::Status {
     TrainerState st;
@@ -65,7 +68,7 @@ core::Status run_cuda_training(const TrainConfig& given, const std::string& atte
     st.consumed_samples = consumed;
     st.adam_updates = trainer.updates();
     st.data_state = data->state();
-    st.guard_state = SpikeGuard(cfg.guard).state();
+    st.guard_state = guard.state();
     std::ostringstream rng;
     rng << std::mt19937_64(cfg.seed);
     st.rng = rng.str();
@@ -74,27 +77,44 @@ core::Status run_cuda_training(const TrainConfig& given, const std::string& atte
     st.exp_avg_sq = trainer.exp_avg_sq();
     return save_trainer_state(cfg, spec, st, why);
   };
-  if (cfg.resume) {
+  // The latest checkpoint's weights, moments and step; the data position and the guard's
+  // window too on a resume (a rollback skips the batches drawn since, as the CPU trainers do).
+  auto load_latest = [&](bool with_data, std::string* origin) -> core::Result<bool> {
     std::vector<std::string> warnings;
-    std::string origin;
-    auto loaded = load_trainer_state(cfg, spec, &warnings, &origin);
+    auto loaded = load_trainer_state(cfg, spec, &warnings, origin);
     for (const auto& w : warnings)
       if (out != nullptr) *out << "warning: " << w << "\n";
-    if (loaded.ok()) {
-      trainer.restore(loaded->params, loaded->exp_avg, loaded->exp_avg_sq, loaded->adam_updates);
-      LOOM_RETURN_IF_ERROR(data->restore(loaded->data_state).with_context(origin));
-      done = loaded->step;
+    if (!loaded.ok() && loaded.status().code() == core::ErrorCode::kNotFound) return false;
+    if (!loaded.ok()) return loaded.status();
+    trainer.restore(loaded->params, loaded->exp_avg, loaded->exp_avg_sq, loaded->adam_updates);
+    if (with_data) {
+      LOOM_RETURN_IF_ERROR(data->restore(loaded->data_state).with_context(*origin));
+      if (!loaded->guard_state.is_null()) guard.restore(loaded->guard_state);
       consumed = loaded->consumed_samples;
-      if (out != nullptr)
-        *out << fmt::format("resumed from {} (iteration {}, {} samples consumed)\n", origin, done,
-                            consumed);
-    } else if (loaded.status().code() == core::ErrorCode::kNotFound) {
-      if (out != nullptr)
-        *out << fmt::format("no complete checkpoint in {}: starting from iteration 0\n", cfg.save);
-    } else {
-      return loaded.status();
+    }
+    done = loaded->step;
+    return true;
+  };
+  if (cfg.resume) {
+    std::string origin;
+    LOOM_ASSIGN_OR_RETURN(const bool resumed, load_latest(true, &origin));
+    if (resumed && out != nullptr) {
+      *out << fmt::format("resumed from {} (iteration {}, {} samples consumed)\n", origin, done,
+                          consumed);
+    } else if (out != nullptr) {
+      *out << fmt::format("no complete checkpoint in {}: starting from iteration 0\n", cfg.save);
     }
   }
+  auto validation_loss = [&]() {
+    double sum = 0;
+    int64_t n = 0;
+    for (const auto& b : data->validation(cfg.mbs, cfg.eval_batches)) {
+      const int64_t rows = static_cast<int64_t>(b.size()) / (cfg.seq + 1);
+      sum += trainer.eval_loss(b, rows, cfg.seq) * static_cast<double>(rows * cfg.seq);
+      n += rows * cfg.seq;
+    }
+    return n > 0 ? sum / static_cast<double>(n) : -1.0;
+  };
 
   size_t free0 = 0, total = 0;
   LOOM_CUDA_CHECK(cudaMemGetInfo(&free0, &total));
@@ -102,13 +122,26 @@ core::Status run_cuda_training(const TrainConfig& given, const std::string& atte
   double timed_s = 0, attention_s = 0, loss_s = 0;
   int64_t timed = 0, last_saved = -1;
   summary->first_step = done + 1;
-  for (int64_t step = done + 1; step <= cfg.steps; ++step) {
+  while (done < cfg.steps) {
+    const int64_t step = done + 1;
     std::vector<std::vector<int32_t>> batches;
     for (int64_t m = 0; m < micro; ++m) batches.push_back(data->next_batch(cfg.mbs));
     consumed += cfg.gbs;
     const double lr = learning_rate(cfg.optim, step);
     const auto t0 = std::chrono::steady_clock::now();
-    const CudaTrainer::Step s = trainer.train_step(batches, cfg.mbs, cfg.seq, lr);
+    CudaTrainer::Step s = trainer.compute_step(batches, cfg.mbs, cfg.seq);
+    double gradient_scale = 1.0;  // a loss spike scales the gradients with it
+    if (spike_steps.count(step) > 0 && injected.insert(step).second) {
+      s.loss *= spike_factor;
+      s.grad_norm *= spike_factor;
+      gradient_scale = spike_factor;
+    }
+    if (cfg.debug_nan_grad_at == step && injected.insert(-step).second)
+      s.grad_norm = std::numeric_limits<double>::quiet_NaN();
+    std::string reason;
+    const Verdict verdict =
+        cfg.guard.enabled ? guard.check(s.loss, s.grad_norm, &reason) : Verdict::kAccept;
+    if (verdict == Verdict::kAccept) trainer.apply_step(lr, s.grad_norm, gradient_scale);
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     size_t free_now = 0;
     LOOM_CUDA_CHECK(cudaMemGetInfo(&free_now, &total));
@@ -124,20 +157,48 @@ core::Status run_cuda_training(const TrainConfig& given, const std::string& atte
       if (!summary->attention_detail.empty() && !cfg.quiet && out != nullptr)
         *out << fmt::format("attention: {}\n", summary->attention_detail);
     }
-    summary->add(StepRecord::of(step, s.loss, lr, s.grad_norm, dt, tokens));
+    StepRecord rec = StepRecord::of(step, s.loss, lr, s.grad_norm, dt, tokens);
     done = step;
-    if (!cfg.save.empty() && cfg.save_interval > 0 && step % cfg.save_interval == 0) {
-      LOOM_RETURN_IF_ERROR(save("interval"));
-      last_saved = step;
+    if (verdict != Verdict::kAccept) {
+      rec.applied = false;
+      ++summary->skipped;
+      rec.event = fmt::format("update skipped: {}", reason);
     }
+    if (verdict == Verdict::kRollback) {
+      guard.reset_consecutive();
+      std::string origin;
+      LOOM_ASSIGN_OR_RETURN(const bool rolled, cfg.save.empty() ? core::Result<bool>(false)
+                                                                : load_latest(false, &origin));
+      if (rolled) {
+        rec.rolled_back = true;
+        ++summary->rollbacks;
+        rec.event += fmt::format("; rolled back from iteration {} to {} ({}); the batches drawn "
+                                 "since are skipped",
+                                 step, done, origin);
+      } else {
+        rec.event += "; no checkpoint to roll back to (--save)";
+      }
+    }
+    if (!cfg.save.empty() && cfg.save_interval > 0 && done % cfg.save_interval == 0 &&
+        rec.applied) {
+      LOOM_RETURN_IF_ERROR(save("interval"));
+      last_saved = done;
+      rec.event += rec.event.empty() ? "checkpoint saved" : "; checkpoint saved";
+    }
+    summary->add(rec);
     if (!cfg.quiet && out != nullptr) {
       *out << fmt::format(
           " iteration {:>6}/{:>6} | lm loss {:.6E} | learning rate {:.3E} | grad norm {:.3f} | "
           "elapsed time per iteration (ms): {:.1f} (attention {:.1f}, LM head + loss {:.1f}) | "
-          "tokens/s {:.0f} | device memory used {:.2f} GiB\n",
+          "tokens/s {:.0f} | device memory used {:.2f} GiB{}\n",
           step, cfg.steps, s.loss, lr, s.grad_norm, 1e3 * dt, 1e3 * s.phases.attention_s,
           1e3 * s.phases.lm_head_loss_s, tokens / dt,
-          static_cast<double>(total - free_now) / 1073741824.0);
+          static_cast<double>(total - free_now) / 1073741824.0,
+          rec.event.empty() ? "" : " | " + rec.event);
+    }
+    if (cfg.eval_interval > 0 && done % cfg.eval_interval == 0 && !cfg.synthetic &&
+        !cfg.quiet && out != nullptr) {
+      *out << fmt::format(" validation loss at iteration {}: {:.6E}\n", done, validation_loss());
     }
   }
   if (!cfg.save.empty() && last_saved != done) LOOM_RETURN_IF_ERROR(save("end of run"));
@@ -153,17 +214,7 @@ core::Status run_cuda_training(const TrainConfig& given, const std::string& atte
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);
   summary->peak_rss_bytes = static_cast<int64_t>(ru.ru_maxrss) * 1024;  // Linux: KiB
-  if (!cfg.synthetic) {
-    const auto batches = data->validation(cfg.mbs, cfg.eval_batches);
-    double sum = 0;
-    int64_t n = 0;
-    for (const auto& b : batches) {
-      const int64_t rows = static_cast<int64_t>(b.size()) / (cfg.seq + 1);
-      sum += trainer.eval_loss(b, rows, cfg.seq) * static_cast<double>(rows * cfg.seq);
-      n += rows * cfg.seq;
-    }
-    if (n > 0) summary->validation_loss = sum / static_cast<double>(n);
-  }
+  if (!cfg.synthetic) summary->validation_loss = validation_loss();
   return core::ok_status();
 }
 

@@ -95,12 +95,6 @@ CudaTransformer::PhaseTimes CudaTransformer::take_phase_times() {
 core::Result<std::unique_ptr<CudaTransformer>> CudaTransformer::create(const core::ModelSpec& spec,
                                                                        core::Recompute recompute,
                                                                        Attention attention) {
-  if (recompute != core::Recompute::kNone) {
-    return core::error(core::ErrorCode::kInvalidArgument,
-                       "--recompute {}: the CUDA trainer keeps every activation today (allowed: "
-                       "none)",
-                       core::to_string(recompute));
-  }
   const int64_t d = spec.head_dim_or_default();
   if (d > cu::kAttentionMaxHeadDim) {
     return core::error(core::ErrorCode::kInvalidArgument,
@@ -130,7 +124,7 @@ core::Result<std::unique_ptr<CudaTransformer>> CudaTransformer::create(const cor
                        "16, 32, 64 or 128 (use gemm or flash)",
                        spec.name, d);
   }
-  return std::unique_ptr<CudaTransformer>(new CudaTransformer(spec, attention));
+  return std::unique_ptr<CudaTransformer>(new CudaTransformer(spec, recompute, attention));
 }
 
 core::Result<CudaTransformer::Attention> CudaTransformer::parse_attention(const std::string& name) {
@@ -152,8 +146,9 @@ const char* CudaTransformer::attention_name(Attention a) {
   return "?";
 }
 
-CudaTransformer::CudaTransformer(const core::ModelSpec& spec, Attention attention)
-    : spec_(spec), layout_(spec), attention_(attention), d_(spec) {}
+CudaTransformer::CudaTransformer(const core::ModelSpec& spec, core::Recompute recompute,
+                                 Attention attention)
+    : spec_(spec), layout_(spec), recompute_(recompute), attention_(attention), d_(spec) {}
 
 CudaTransformer::~CudaTransformer() = default;
 
@@ -170,15 +165,28 @@ void CudaTransformer::prepare(int64_t b, int64_t s) {
   const bool swiglu = spec_.mlp == core::MlpKind::kSwiGlu;
   const int64_t layers = spec_.num_layers;
   // Two passes over the same carving: the first sizes, the second hands out pointers.
+  const bool full = recompute_ == core::Recompute::kFull;
+  const bool selective = recompute_ == core::Recompute::kSelective;
   auto carve = [&](Carver& c) {
     blocks_.assign(layers, Block{});
-    for (Block& k : blocks_) {
+    for (size_t l = 0; l < blocks_.size(); ++l) {
+      Block& k = blocks_[l];
+      // Full recompute keeps each block's input; the rest is one set that every block's
+      // forward (and its rerun before its backward) writes over.
+      if (full && l > 0) {
+        k = blocks_[0];
+        k.r = c.take<bf16>(n_ * d_.h);
+        continue;
+      }
       k.r = c.take<bf16>(n_ * d_.h);
       k.xn1 = c.take<bf16>(n_ * d_.h);
       k.q = c.take<bf16>(n_ * d_.q_dim);
       k.k = c.take<bf16>(n_ * d_.kv_dim);
       k.v = c.take<bf16>(n_ * d_.kv_dim);
-      k.o = c.take<bf16>(n_ * d_.q_dim);
+      // Selective recompute: the attention output and log-sum-exp are one set for all blocks,
+      // rerun from the kept q, k, v before each block's backward.
+      const bool shared_attention = selective && l > 0;
+      k.o = shared_attention ? blocks_[0].o : c.take<bf16>(n_ * d_.q_dim);
       k.x_mid = c.take<bf16>(n_ * d_.h);
       k.xn2 = c.take<bf16>(n_ * d_.h);
       k.g = swiglu ? c.take<bf16>(n_ * d_.ffn) : nullptr;
@@ -188,7 +196,7 @@ void CudaTransformer::prepare(int64_t b, int64_t s) {
       k.rstd1 = c.take<float>(n_);
       k.mean2 = c.take<float>(n_);
       k.rstd2 = c.take<float>(n_);
-      k.lse = c.take<float>(b_ * d_.heads * s_);
+      k.lse = shared_attention ? blocks_[0].lse : c.take<float>(b_ * d_.heads * s_);
     }
     embed_pre_ = spec_.embedding_norm ? c.take<bf16>(n_ * d_.h) : nullptr;
     embed_mean_ = c.take<float>(n_);
@@ -322,42 +330,53 @@ void CudaTransformer::forward(const float* p, const bf16* pb, cudaStream_t st) {
       norm_fwd(mlp_out_, blocks_[l - 1].x_mid, o.attn_norm_w, o.attn_norm_b, p, k.r, k.xn1,
                k.mean1, k.rstd1, st);
     }
-    linear_fwd(k.xn1, p, pb, o.wq, o.bq, d_.q_dim, d_.h, k.q, st);
-    linear_fwd(k.xn1, p, pb, o.wk, o.bk, d_.kv_dim, d_.h, k.k, st);
-    linear_fwd(k.xn1, p, pb, o.wv, o.bv, d_.kv_dim, d_.h, k.v, st);
-    if (d_.rot_dim > 0) {
-      cu::rope_fwd(b_, s_, d_.heads, d_.head_dim, d_.rot_dim, rope_cos_, rope_sin_, k.q, st);
-      cu::rope_fwd(b_, s_, d_.kv_heads, d_.head_dim, d_.rot_dim, rope_cos_, rope_sin_, k.k, st);
-    }
-    const float* slopes = spec_.position == core::PositionKind::kAlibi ? alibi_ : nullptr;
-    timer_.start(kAttentionPhase, st);
-    if (attention_ == Attention::kCudnn) {
-      cudnn_->forward(k.q, k.k, k.v, k.o, k.lse, workspace_, st);
-    } else if (attention_ == Attention::kFused) {
-      cu::attention_fwd_fused(b_, s_, d_.heads, d_.kv_heads, d_.head_dim, k.q, k.k, k.v, slopes, k.o,
-                              k.lse, st);
-    } else if (attention_ == Attention::kGemm) {
-      cu::attention_fwd_gemm(gemm_, b_, s_, d_.heads, d_.kv_heads, d_.head_dim, k.q, k.k, k.v, slopes,
-                             k.o, k.lse, workspace_, st);
-    } else {
-      cu::attention_fwd(b_, s_, d_.heads, d_.kv_heads, d_.head_dim, k.q, k.k, k.v, slopes, k.o, k.lse, st);
-    }
-    timer_.stop(st);
-    // The attention output projection goes to mlp_out_ (free again: its sum is in k.r).
-    linear_fwd(k.o, p, pb, o.wo, o.bo, d_.h, d_.q_dim, mlp_out_, st);
-    norm_fwd(mlp_out_, k.r, o.mlp_norm_w, o.mlp_norm_b, p, k.x_mid, k.xn2, k.mean2, k.rstd2, st);
-    if (spec_.mlp == core::MlpKind::kSwiGlu) {
-      linear_fwd(k.xn2, p, pb, o.w_gate, -1, d_.ffn, d_.h, k.g, st);
-      linear_fwd(k.xn2, p, pb, o.w_up, -1, d_.ffn, d_.h, k.u, st);
-      cu::swiglu_fwd(n_ * d_.ffn, k.g, k.u, k.act, st);
-    } else {
-      linear_fwd(k.xn2, p, pb, o.w_up, o.b_up, d_.ffn, d_.h, k.u, st);
-      cu::gelu_fwd(n_ * d_.ffn, k.u, k.act, st);
-    }
-    linear_fwd(k.act, p, pb, o.w_down, o.b_down, d_.h, d_.ffn, mlp_out_, st);
+    block_fwd(k, o, p, pb, st);
   }
   norm_fwd(mlp_out_, blocks_.back().x_mid, L.final_norm_w, L.final_norm_b, p, r_final_, xf_,
            final_mean_, final_rstd_, st);
+}
+
+// Block k's forward from its normalised input xn1 to the MLP output (in mlp_out_).
+void CudaTransformer::block_fwd(Block& k, const BlockOffsets& o, const float* p, const bf16* pb,
+                                cudaStream_t st) {
+  linear_fwd(k.xn1, p, pb, o.wq, o.bq, d_.q_dim, d_.h, k.q, st);
+  linear_fwd(k.xn1, p, pb, o.wk, o.bk, d_.kv_dim, d_.h, k.k, st);
+  linear_fwd(k.xn1, p, pb, o.wv, o.bv, d_.kv_dim, d_.h, k.v, st);
+  if (d_.rot_dim > 0) {
+    cu::rope_fwd(b_, s_, d_.heads, d_.head_dim, d_.rot_dim, rope_cos_, rope_sin_, k.q, st);
+    cu::rope_fwd(b_, s_, d_.kv_heads, d_.head_dim, d_.rot_dim, rope_cos_, rope_sin_, k.k, st);
+  }
+  attention_fwd(k, st);
+  // The attention output projection goes to mlp_out_ (free again: its sum is in k.r).
+  linear_fwd(k.o, p, pb, o.wo, o.bo, d_.h, d_.q_dim, mlp_out_, st);
+  norm_fwd(mlp_out_, k.r, o.mlp_norm_w, o.mlp_norm_b, p, k.x_mid, k.xn2, k.mean2, k.rstd2, st);
+  if (spec_.mlp == core::MlpKind::kSwiGlu) {
+    linear_fwd(k.xn2, p, pb, o.w_gate, -1, d_.ffn, d_.h, k.g, st);
+    linear_fwd(k.xn2, p, pb, o.w_up, -1, d_.ffn, d_.h, k.u, st);
+    cu::swiglu_fwd(n_ * d_.ffn, k.g, k.u, k.act, st);
+  } else {
+    linear_fwd(k.xn2, p, pb, o.w_up, o.b_up, d_.ffn, d_.h, k.u, st);
+    cu::gelu_fwd(n_ * d_.ffn, k.u, k.act, st);
+  }
+  linear_fwd(k.act, p, pb, o.w_down, o.b_down, d_.h, d_.ffn, mlp_out_, st);
+}
+
+// Block k's attention output and log-sum-exp from its q, k, v.
+void CudaTransformer::attention_fwd(Block& k, cudaStream_t st) {
+  const float* slopes = spec_.position == core::PositionKind::kAlibi ? alibi_ : nullptr;
+  timer_.start(kAttentionPhase, st);
+  if (attention_ == Attention::kCudnn) {
+    cudnn_->forward(k.q, k.k, k.v, k.o, k.lse, workspace_, st);
+  } else if (attention_ == Attention::kFused) {
+    cu::attention_fwd_fused(b_, s_, d_.heads, d_.kv_heads, d_.head_dim, k.q, k.k, k.v, slopes, k.o,
+                            k.lse, st);
+  } else if (attention_ == Attention::kGemm) {
+    cu::attention_fwd_gemm(gemm_, b_, s_, d_.heads, d_.kv_heads, d_.head_dim, k.q, k.k, k.v, slopes,
+                           k.o, k.lse, workspace_, st);
+  } else {
+    cu::attention_fwd(b_, s_, d_.heads, d_.kv_heads, d_.head_dim, k.q, k.k, k.v, slopes, k.o, k.lse, st);
+  }
+  timer_.stop(st);
 }
 
 double CudaTransformer::loss(const bf16* pb, float* gr, float grad_scale, bool backward,
@@ -397,6 +416,14 @@ void CudaTransformer::backward(const float* p, const bf16* pb, float* gr, cudaSt
   for (int64_t l = static_cast<int64_t>(blocks_.size()) - 1; l >= 0; --l) {
     Block& k = blocks_[l];
     const BlockOffsets& o = L.blocks[l];
+    if (recompute_ == core::Recompute::kFull) {
+      // Rerun the block from its kept input, as Megatron's full recompute does (its output, in
+      // mlp_out_, is not needed); the norm of the stored sum gives the forward's bits.
+      norm_fwd(k.r, nullptr, o.attn_norm_w, o.attn_norm_b, p, nullptr, k.xn1, k.mean1, k.rstd1, st);
+      block_fwd(k, o, p, pb, st);
+    } else if (recompute_ == core::Recompute::kSelective) {
+      attention_fwd(k, st);  // the attention output and log-sum-exp, from the kept q, k, v
+    }
     // dr_ holds d(block output) = d(x_mid + MLP output).
     linear_bwd(dr_, k.act, pb, gr, o.w_down, o.b_down, d_.h, d_.ffn, dact_, false, st);
     if (spec_.mlp == core::MlpKind::kSwiGlu) {
@@ -538,8 +565,8 @@ CudaTrainer::~CudaTrainer() {
   if (stream_ != nullptr) cudaStreamDestroy(stream_);
 }
 
-CudaTrainer::Step CudaTrainer::train_step(const std::vector<std::vector<int32_t>>& micro_batches,
-                                          int64_t mbs, int64_t seq, double lr) {
+CudaTrainer::Step CudaTrainer::compute_step(const std::vector<std::vector<int32_t>>& micro_batches,
+                                            int64_t mbs, int64_t seq) {
   LOOM_CUDA_CHECK(cudaMemsetAsync(grads_.get(), 0, count_ * 4, stream_));
   const double tokens = static_cast<double>(micro_batches.size()) * mbs * seq;
   const float scale = static_cast<float>(1.0 / tokens);  // mean over the global batch
@@ -549,7 +576,23 @@ CudaTrainer::Step CudaTrainer::train_step(const std::vector<std::vector<int32_t>
                                          mbs, seq, scale, stream_);
   }
   cu::grad_norm(grads_.get(), count_, partials_.get(), norm_.get(), stream_);
-  cu::clip_coefficient(norm_.get(), cfg_.clip_grad, coef_.get(), stream_);
+  Step out;
+  LOOM_CUDA_CHECK(cudaMemcpyAsync(&out.grad_norm, norm_.get(), sizeof(double),
+                                  cudaMemcpyDeviceToHost, stream_));
+  LOOM_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  out.loss = loss_sum / tokens;
+  out.phases = model_->take_phase_times();
+  return out;
+}
+
+void CudaTrainer::apply_step(double lr, double grad_norm, double gradient_scale) {
+  // trainer.cc: clip > 0 && gnorm > clip ? clip / (gnorm + 1e-6) : 1 (Megatron-LM's epsilon),
+  // in double and rounded to float as cu::clip_coefficient forms it; times the injected scale.
+  const double clip = cfg_.clip_grad;
+  host_coef_ = static_cast<float>(clip > 0.0 && grad_norm > clip ? clip / (grad_norm + 1e-6) : 1.0) *
+               static_cast<float>(gradient_scale);
+  LOOM_CUDA_CHECK(cudaMemcpyAsync(coef_.get(), &host_coef_, sizeof(float), cudaMemcpyHostToDevice,
+                                  stream_));
   ++updates_;
   kernels::AdamWStep st = adamw_step(cfg_, lr, updates_);
   for (const DecayRange& r : ranges_) {
@@ -558,13 +601,14 @@ CudaTrainer::Step CudaTrainer::train_step(const std::vector<std::vector<int32_t>
                      v_.get() + r.begin, grads_.get() + r.begin, coef_.get(), st,
                      params_bf16_.get() + r.begin, stream_);
   }
-  Step out;
-  LOOM_CUDA_CHECK(cudaMemcpyAsync(&out.grad_norm, norm_.get(), sizeof(double),
-                                  cudaMemcpyDeviceToHost, stream_));
-  LOOM_CUDA_CHECK(cudaStreamSynchronize(stream_));
-  out.loss = loss_sum / tokens;
-  out.phases = model_->take_phase_times();
-  return out;
+  LOOM_CUDA_CHECK(cudaStreamSynchronize(stream_));  // host_coef_ is rewritten next iteration
+}
+
+CudaTrainer::Step CudaTrainer::train_step(const std::vector<std::vector<int32_t>>& micro_batches,
+                                          int64_t mbs, int64_t seq, double lr) {
+  const Step s = compute_step(micro_batches, mbs, seq);
+  apply_step(lr, s.grad_norm, 1.0);
+  return s;
 }
 
 double CudaTrainer::eval_loss(const std::vector<int32_t>& tokens, int64_t rows, int64_t seq) {

@@ -8,8 +8,11 @@
 // vocabulary-chunked fused cross-entropy, deterministic embedding and bias gradients).
 //
 // Activations live in one device allocation sized when the batch shape is first seen
-// (activation_bytes()); scratch for the backward in another. Recompute: none (every block keeps
-// what its backward needs); selective and full are refused with a message.
+// (activation_bytes()); scratch for the backward in another. Recompute (Korthikanti et al.
+// 2022): none keeps every block's activations; selective keeps q, k, v and reruns the attention
+// before each block's backward (one output and log-sum-exp buffer for all blocks); full keeps
+// each block's input and reruns the block before its backward (one set of the rest for all
+// blocks). The reruns give the forward's bits, so all three train identically.
 // CudaTrainer runs the whole iteration (micro-batches, global-norm clipping, AdamW over the flat
 // buffers) as trainer/trainer.cc does on the CPU. Tested against the CPU trainer in
 // tests/trainer/cuda_trainer_gpu_test.cc (50 steps of the tiny models from the same weights).
@@ -81,13 +84,16 @@ class CudaTransformer {
   PhaseTimes take_phase_times();
 
  private:
-  CudaTransformer(const core::ModelSpec& spec, Attention attention);
+  CudaTransformer(const core::ModelSpec& spec, core::Recompute recompute, Attention attention);
   struct Block {  // activations of one block; N = b * s rows (bf16 unless said)
     __nv_bfloat16 *r, *xn1, *q, *k, *v, *o, *x_mid, *xn2, *g, *u, *act;
     float *mean1, *rstd1, *mean2, *rstd2, *lse;  // fp32
   };
   void prepare(int64_t b, int64_t s);
   void forward(const float* p, const __nv_bfloat16* pb, cudaStream_t st);
+  void block_fwd(Block& k, const BlockOffsets& o, const float* p, const __nv_bfloat16* pb,
+                 cudaStream_t st);
+  void attention_fwd(Block& k, cudaStream_t st);
   double loss(const __nv_bfloat16* pb, float* gr, float grad_scale, bool backward, cudaStream_t st);
   void backward(const float* p, const __nv_bfloat16* pb, float* gr, cudaStream_t st);
   void norm_fwd(const __nv_bfloat16* x, const __nv_bfloat16* residual, int64_t w, int64_t bias,
@@ -122,6 +128,7 @@ class CudaTransformer {
 
   core::ModelSpec spec_;
   ParamLayout layout_;
+  core::Recompute recompute_;
   Attention attention_;
   ModelDims d_;  // widths from the spec
   int64_t b_ = 0, s_ = 0, n_ = 0, chunk_rows_ = 0;
@@ -168,6 +175,13 @@ class CudaTrainer {
   // micro_batches: each [mbs, seq + 1] tokens on the host; lr of this iteration.
   Step train_step(const std::vector<std::vector<int32_t>>& micro_batches, int64_t mbs,
                   int64_t seq, double lr);
+  // train_step in two halves, so that the spike guard can judge the loss and gradient norm
+  // before the update: the gradients of the global batch (left on the device), then AdamW with
+  // Megatron's clip coefficient of grad_norm, the applied gradients scaled by gradient_scale (a
+  // fault injection's factor; 1 otherwise). Skipping apply_step skips the update.
+  Step compute_step(const std::vector<std::vector<int32_t>>& micro_batches, int64_t mbs,
+                    int64_t seq);
+  void apply_step(double lr, double grad_norm, double gradient_scale = 1.0);
   double eval_loss(const std::vector<int32_t>& tokens, int64_t rows, int64_t seq);
 
   // Replaces the parameters (fp32 and the bf16 copy), the Adam moments and the update count:
@@ -196,6 +210,7 @@ class CudaTrainer {
   kernels::cuda::DeviceBuffer<__nv_bfloat16> params_bf16_;
   kernels::cuda::DeviceBuffer<double> partials_, norm_;
   kernels::cuda::DeviceBuffer<float> coef_;
+  float host_coef_ = 1.f;
 };
 
 }  // namespace loom::train

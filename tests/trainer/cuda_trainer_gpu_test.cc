@@ -163,11 +163,52 @@ TEST(CudaTrainer, RestoreContinuesBitForBit) {
   EXPECT_EQ(resumed->exp_avg_sq(), straight->exp_avg_sq());
 }
 
-TEST(CudaTrainer, RefusesRecomputeItDoesNotImplement) {
-  const core::ModelSpec spec = core::load_model("tiny-llama").value();
-  auto m = CudaTransformer::create(spec, core::Recompute::kFull);
-  ASSERT_FALSE(m.ok());
-  EXPECT_NE(m.status().message().find("allowed: none"), std::string::npos) << m.status().message();
+// Selective recompute reruns the attention from the kept q, k, v and full recompute reruns the
+// block from its kept input; the reruns are the forward's own kernels on the same inputs, so
+// training is bit-for-bit the same as keeping everything, with less activation memory.
+TEST(CudaTrainer, RecomputeTrainsBitForBitAsKeepingEverything) {
+  LOOM_REQUIRE_GPU();
+  using Attention = CudaTransformer::Attention;
+  for (const char* name : {"tiny-llama", "tiny-bloom"}) {
+    SCOPED_TRACE(name);
+    const core::ModelSpec spec = core::load_model(name).value();
+    const OptimizerConfig cfg = optimizer();
+    struct Run {
+      std::vector<double> losses, norms;
+      std::vector<float> params;
+      int64_t activation_bytes = 0;
+    };
+    auto train = [&](core::Recompute r) {
+      auto model = CudaTransformer::create(spec, r, Attention::kFused);
+      EXPECT_TRUE(model.ok()) << model.status().message();
+      const ParamLayout layout(spec);
+      CudaTrainer gpu(std::move(model).value(), cfg, init_params(layout, spec.num_layers, 7));
+      Run run;
+      for (int64_t step = 1; step <= 10; ++step) {
+        const CudaTrainer::Step g =
+            gpu.train_step(step_batches(spec.vocab_size, step), kMbs, kSeq, learning_rate(cfg, step));
+        run.losses.push_back(g.loss);
+        run.norms.push_back(g.grad_norm);
+      }
+      run.params = gpu.params();
+      run.activation_bytes = gpu.activation_bytes();
+      return run;
+    };
+    const Run none = train(core::Recompute::kNone);
+    const Run selective = train(core::Recompute::kSelective);
+    const Run full = train(core::Recompute::kFull);
+    for (const Run* r : {&selective, &full}) {
+      EXPECT_EQ(r->losses, none.losses);
+      EXPECT_EQ(r->norms, none.norms);
+      EXPECT_TRUE(r->params == none.params) << "final weights differ";
+    }
+    EXPECT_LT(selective.activation_bytes, none.activation_bytes);
+    EXPECT_LT(full.activation_bytes, selective.activation_bytes);
+    std::printf("[ %s ] activation bytes: none %lld, selective %lld, full %lld\n", name,
+                static_cast<long long>(none.activation_bytes),
+                static_cast<long long>(selective.activation_bytes),
+                static_cast<long long>(full.activation_bytes));
+  }
 }
 
 TEST(CudaTrainer, AttentionChoiceIsCheckedByName) {
