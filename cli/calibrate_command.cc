@@ -1,9 +1,10 @@
 // `loom calibrate`: fits a cluster profile's compute section (GEMM efficiency, flash-attention
 // efficiencies, memory efficiency) to measurements taken on the real device and writes the
 // calibrated profile. The measurements come from scripts/gpu_torch_reference.py (run by
-// scripts/gpu-check.sh on a GPU machine; --measurements), or, for a CPU profile, from Loom's
-// own CPU kernels timed here (--measure, cli/cpu_microbench.h); the fit is
-// simulator/calibration.h.
+// scripts/gpu-check.sh on a GPU machine; --measurements), or from Loom's own kernels timed
+// here (--measure): the CPU kernels for a CPU profile (cli/cpu_microbench.h), the CUDA kernels
+// for a GPU profile (cli/gpu_microbench.h: cuBLASLt GEMMs, cuDNN's SDPA, a device copy); the
+// fit is simulator/calibration.h.
 //
 // The profile is rewritten line by line: only the calibrated values change, each with a
 // comment naming the measurement and the value it replaced, so every other number keeps its
@@ -25,6 +26,9 @@
 #include "core/yaml_reader.h"
 #include "cli/cpu_microbench.h"
 #include "cli/cpu_ranks.h"
+#ifdef LOOM_WITH_CUDA
+#include "cli/gpu_microbench.h"
+#endif
 #include "core/model_io.h"
 #include "simulator/calibration.h"
 
@@ -136,12 +140,22 @@ core::Status run_calibrate(const CalibrateArgs& a) {
   std::string command = fmt::format("loom calibrate --cluster {} --measurements {}", a.cluster,
                                     a.measurements);
   if (a.measure) {
-    if (profile.device.kind != "cpu") {
+    const bool gpu = profile.device.kind != "cpu";
+    if (gpu && a.ranks != 1) {
       return core::error(ErrorCode::kInvalidArgument,
-                         "--measure times Loom's CPU kernels, but cluster '{}' is a {} profile "
-                         "(a GPU's measurements come from scripts/gpu-check.sh: --measurements)",
+                         "--ranks {}: splits a CPU into ranks; cluster '{}' is a {} profile "
+                         "(allowed: 1)",
+                         a.ranks, profile.name, profile.device.kind);
+    }
+#ifndef LOOM_WITH_CUDA
+    if (gpu) {
+      return core::error(ErrorCode::kInvalidArgument,
+                         "--measure on cluster '{}' (a {} profile) times Loom's CUDA kernels, and "
+                         "this loom was built without CUDA (or use --measurements from "
+                         "scripts/gpu-check.sh)",
                          profile.name, profile.device.kind);
     }
+#endif
     if (a.model.empty())
       return core::error(ErrorCode::kInvalidArgument, "--measure needs --model (whose shapes to time)");
     LOOM_ASSIGN_OR_RETURN(const core::ModelSpec model, core::load_model(a.model));
@@ -170,10 +184,16 @@ core::Status run_calibrate(const CalibrateArgs& a) {
         *progress << fmt::format("  intra-node fit: latency {:.1f} us, bandwidth {:.2f} GB/s (worst error {:.0f}%)\n",
                                  intra.latency_us, intra.bandwidth_gb_s, 100 * intra.max_error);
       }
+    } else if (gpu) {
+#ifdef LOOM_WITH_CUDA
+      std::string note;
+      LOOM_ASSIGN_OR_RETURN(meas, measure_gpu(model, layout, progress, &note));
+      if (!note.empty()) std::cerr << "note: " << note << "\n";
+#endif
     } else {
       LOOM_ASSIGN_OR_RETURN(meas, measure_cpu(model, layout, progress));
     }
-    attention_what = "Loom's CPU flash attention";
+    attention_what = gpu ? "cuDNN's fused SDPA through Loom" : "Loom's CPU flash attention";
     command = fmt::format("loom calibrate --cluster {} --measure --model {} --mbs {} --seq {}{}",
                           a.cluster, a.model, layout.mbs, layout.seq,
                           a.ranks > 1 ? fmt::format(" --ranks {}", a.ranks) : "");
@@ -320,8 +340,8 @@ CommandRunner register_calibrate_command(CLI::App& app) {
                   "JSON of device measurements (scripts/gpu_torch_reference.py: gemm, attention, "
                   "memory)");
   cmd->add_flag("--measure", a->measure,
-                "time Loom's CPU kernels here instead (a CPU profile): the GEMMs the simulator "
-                "prices for --model, its attention, a copy");
+                "time Loom's kernels here instead (the CPU's for a CPU profile, the GPU's for a "
+                "GPU profile): the GEMMs the simulator prices for --model, its attention, a copy");
   cmd->add_option("--model", a->model, "with --measure: the model whose shapes are timed");
   cmd->add_option("--mbs", a->mbs, "with --measure: micro-batch size of the timed shapes")
       ->capture_default_str();

@@ -61,20 +61,13 @@ bool ends_with(const std::string& s, const char* tail) {
 
 }  // namespace
 
-core::Result<sim::CalibrationMeasurements> measure_cpu(const core::ModelSpec& model,
-                                                      const core::Layout& layout,
-                                                      std::ostream* progress,
-                                                      const std::function<void()>& sync) {
-  sim::CalibrationMeasurements meas;
-  meas.source = fmt::format("Loom's CPU kernels, {} OpenMP threads, {} mbs {} seq {}",
-                            omp_get_max_threads(), model.name, layout.mbs, layout.seq);
+std::vector<GemmShape> simulator_gemm_shapes(const core::ModelSpec& model, const core::Layout& layout) {
   const sim::OpOptions opts;
   std::vector<sim::Op> ops = sim::block_forward_ops(model, layout, opts);
   for (const auto& list : {sim::block_backward_ops(model, layout, opts),
                            sim::lm_head_ops(model, layout, false), sim::lm_head_ops(model, layout, true)})
     ops.insert(ops.end(), list.begin(), list.end());
-
-  // GEMMs, each distinct (orientation, m, n, k) once.
+  // Each distinct (orientation, m, n, k) once, named by the first op that has it.
   std::map<std::tuple<int, int64_t, int64_t, int64_t>, std::string> shapes;
   for (const sim::Op& op : ops) {
     if (op.kind != sim::OpKind::kGemm || op.batch != 1) continue;
@@ -84,8 +77,25 @@ core::Result<sim::CalibrationMeasurements> measure_cpu(const core::ModelSpec& mo
                               static_cast<int64_t>(op.k)},
                    name);
   }
+  std::vector<GemmShape> out;
   for (const auto& [key, name] : shapes) {
     const auto [orient, m, n, k] = key;
+    out.push_back({orient, m, n, k, name});
+  }
+  return out;
+}
+
+core::Result<sim::CalibrationMeasurements> measure_cpu(const core::ModelSpec& model,
+                                                      const core::Layout& layout,
+                                                      std::ostream* progress,
+                                                      const std::function<void()>& sync) {
+  sim::CalibrationMeasurements meas;
+  meas.source = fmt::format("Loom's CPU kernels, {} OpenMP threads, {} mbs {} seq {}",
+                            omp_get_max_threads(), model.name, layout.mbs, layout.seq);
+  for (const GemmShape& g : simulator_gemm_shapes(model, layout)) {
+    const int orient = g.orientation;
+    const int64_t m = g.m, n = g.n, k = g.k;
+    const std::string& name = g.label;
     const std::vector<float> a = random_values(static_cast<size_t>(m * k), 1);
     const std::vector<float> b = random_values(static_cast<size_t>(n * k), 2);
     std::vector<float> c(static_cast<size_t>(m * n));
@@ -181,6 +191,7 @@ core::Result<sim::CalibrationMeasurements> measure_cpu(const core::ModelSpec& mo
   core::Layout fp32 = layout;
   fp32.precision = core::Precision::kFp32;
   double bytes = 0, measured = 0;
+  const sim::OpOptions opts;
   for (const auto& list : {sim::block_forward_ops(model, fp32, opts), sim::block_backward_ops(model, fp32, opts)}) {
     for (const sim::Op& op : list) {
       if (op.kind != sim::OpKind::kElementwise) continue;

@@ -7,8 +7,9 @@
 // processes, trainer/parallel_run.h; --trace writes the last iteration as a Chrome trace with
 // the simulator's event names); then predicted and measured step time, tokens/s and per-rank
 // training memory (weights, gradients, optimizer state, activations and scratch) are printed as
-// a table or JSON. A CPU profile should be calibrated first (`loom calibrate --measure`). GPU
-// profiles train through the CUDA trainer (one GPU).
+// a table or JSON, with the last iteration by phase. A CPU profile should be calibrated first
+// (`loom calibrate --measure`). GPU profiles train through the CUDA trainer (one GPU; framework
+// loom, bf16; any recompute; the phases from CUDA events: compute, optimizer, the host's rest).
 #include <algorithm>
 #include <cmath>
 #include <iostream>
@@ -206,7 +207,7 @@ core::Status run_run(const RunArgs& a) {
       j["ranks"].push_back({{"rank", r.rank}, {"pipeline_stage", r.stage},
                             {"predicted_peak_gib", r.predicted_gib}, {"measured_peak_gib", r.measured_gib}});
     }
-    if (cpu) {
+    {
       int64_t rank = 0;
       const std::vector<Phase> ps = phases(best.step, l, s, &rank);
       j["breakdown"] = {{"rank", rank}, {"pipeline_stage", best.step.critical_stage}};
@@ -239,7 +240,7 @@ core::Status run_run(const RunArgs& a) {
     std::cout << "\nTraining memory of every rank (the row above: the furthest from its prediction)\n"
               << per.render();
   }
-  if (cpu) {
+  {
     int64_t rank = 0;
     Table b;
     b.add_column("", Table::Align::kLeft);

@@ -520,6 +520,7 @@ void CudaTrainer::allocate() {
   partials_ = cu::DeviceBuffer<double>(cu::kGradNormBlocks);
   norm_ = cu::DeviceBuffer<double>(1);
   coef_ = cu::DeviceBuffer<float>(1);
+  for (cudaEvent_t& e : events_) LOOM_CUDA_CHECK(cudaEventCreate(&e));
   LOOM_CUDA_CHECK(cudaMemset(m_.get(), 0, count_ * 4));
   LOOM_CUDA_CHECK(cudaMemset(v_.get(), 0, count_ * 4));
 }
@@ -562,11 +563,14 @@ CudaTrainer::CudaTrainer(std::unique_ptr<CudaTransformer> model, const Optimizer
 }
 
 CudaTrainer::~CudaTrainer() {
+  for (cudaEvent_t e : events_)
+    if (e != nullptr) cudaEventDestroy(e);
   if (stream_ != nullptr) cudaStreamDestroy(stream_);
 }
 
 CudaTrainer::Step CudaTrainer::compute_step(const std::vector<std::vector<int32_t>>& micro_batches,
                                             int64_t mbs, int64_t seq) {
+  LOOM_CUDA_CHECK(cudaEventRecord(events_[0], stream_));
   LOOM_CUDA_CHECK(cudaMemsetAsync(grads_.get(), 0, count_ * 4, stream_));
   const double tokens = static_cast<double>(micro_batches.size()) * mbs * seq;
   const float scale = static_cast<float>(1.0 / tokens);  // mean over the global batch
@@ -576,10 +580,14 @@ CudaTrainer::Step CudaTrainer::compute_step(const std::vector<std::vector<int32_
                                          mbs, seq, scale, stream_);
   }
   cu::grad_norm(grads_.get(), count_, partials_.get(), norm_.get(), stream_);
+  LOOM_CUDA_CHECK(cudaEventRecord(events_[1], stream_));
   Step out;
   LOOM_CUDA_CHECK(cudaMemcpyAsync(&out.grad_norm, norm_.get(), sizeof(double),
                                   cudaMemcpyDeviceToHost, stream_));
   LOOM_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  float ms = 0;
+  LOOM_CUDA_CHECK(cudaEventElapsedTime(&ms, events_[0], events_[1]));
+  out.compute_s = 1e-3 * ms;
   out.loss = loss_sum / tokens;
   out.phases = model_->take_phase_times();
   return out;
@@ -591,6 +599,7 @@ void CudaTrainer::apply_step(double lr, double grad_norm, double gradient_scale)
   const double clip = cfg_.clip_grad;
   host_coef_ = static_cast<float>(clip > 0.0 && grad_norm > clip ? clip / (grad_norm + 1e-6) : 1.0) *
                static_cast<float>(gradient_scale);
+  LOOM_CUDA_CHECK(cudaEventRecord(events_[2], stream_));
   LOOM_CUDA_CHECK(cudaMemcpyAsync(coef_.get(), &host_coef_, sizeof(float), cudaMemcpyHostToDevice,
                                   stream_));
   ++updates_;
@@ -601,7 +610,11 @@ void CudaTrainer::apply_step(double lr, double grad_norm, double gradient_scale)
                      v_.get() + r.begin, grads_.get() + r.begin, coef_.get(), st,
                      params_bf16_.get() + r.begin, stream_);
   }
+  LOOM_CUDA_CHECK(cudaEventRecord(events_[3], stream_));
   LOOM_CUDA_CHECK(cudaStreamSynchronize(stream_));  // host_coef_ is rewritten next iteration
+  float ms = 0;
+  LOOM_CUDA_CHECK(cudaEventElapsedTime(&ms, events_[2], events_[3]));
+  last_optimizer_s_ = 1e-3 * ms;
 }
 
 CudaTrainer::Step CudaTrainer::train_step(const std::vector<std::vector<int32_t>>& micro_batches,

@@ -170,6 +170,7 @@ class CudaTrainer {
   struct Step {
     double loss = 0;       // mean token loss of the iteration
     double grad_norm = 0;  // before clipping
+    double compute_s = 0;  // device time of the micro-batches' forward and backward, and the norm
     CudaTransformer::PhaseTimes phases;  // device time of attention and of the LM head + loss
   };
   // micro_batches: each [mbs, seq + 1] tokens on the host; lr of this iteration.
@@ -182,6 +183,8 @@ class CudaTrainer {
   Step compute_step(const std::vector<std::vector<int32_t>>& micro_batches, int64_t mbs,
                     int64_t seq);
   void apply_step(double lr, double grad_norm, double gradient_scale = 1.0);
+  // Device time of the last apply_step (the clip coefficient's upload and AdamW).
+  double last_optimizer_s() const { return last_optimizer_s_; }
   double eval_loss(const std::vector<int32_t>& tokens, int64_t rows, int64_t seq);
 
   // Replaces the parameters (fp32 and the bf16 copy), the Adam moments and the update count:
@@ -211,6 +214,8 @@ class CudaTrainer {
   kernels::cuda::DeviceBuffer<double> partials_, norm_;
   kernels::cuda::DeviceBuffer<float> coef_;
   float host_coef_ = 1.f;
+  cudaEvent_t events_[4] = {};  // compute start / end, optimizer start / end
+  double last_optimizer_s_ = 0;
 };
 
 }  // namespace loom::train

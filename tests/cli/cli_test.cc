@@ -232,9 +232,19 @@ TEST(CliCalibrate, MeasuresTheCpuKernelsAndFitsTheCpuProfile) {
   ASSERT_EQ(o.exit_code, 0) << o.text;
   EXPECT_EQ(nlohmann::json::parse(o.text)["cluster"], "local-test");
 
-  o = run_loom("calibrate --cluster h200-1gpu --measure --model tiny-llama");
+  o = run_loom("calibrate --cluster h200-1gpu --measure --model tiny-llama --ranks 2");
   EXPECT_EQ(o.exit_code, 2);
-  EXPECT_NE(o.text.find("is a gpu profile"), std::string::npos) << o.text;
+  EXPECT_NE(o.text.find("--ranks 2: splits a CPU into ranks; cluster 'h200-1gpu' is a gpu profile"),
+            std::string::npos)
+      << o.text;
+  // A GPU profile times Loom's CUDA kernels: refused by name without CUDA or without a device
+  // (with one, tests/cli/calibrate_gpu_test.cc runs it).
+  o = run_loom("calibrate --cluster h200-1gpu --measure --model tiny-llama --out " +
+               ::testing::TempDir() + "loom-h200-measured.yaml");
+  if (o.exit_code != 0) {
+    EXPECT_EQ(o.exit_code, 2);
+    EXPECT_NE(o.text.find("Loom's CUDA kernels"), std::string::npos) << o.text;
+  }
   o = run_loom("calibrate --cluster local-cpu --measure");
   EXPECT_EQ(o.exit_code, 2);
   EXPECT_NE(o.text.find("--measure needs --model"), std::string::npos) << o.text;
