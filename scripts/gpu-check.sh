@@ -20,13 +20,17 @@
 #      iterations, default 6; attention kernels LOOM_ATTENTION, default auto): measured step
 #      time, tokens/s, device memory, against step 3; then the same runs with cuDNN's fused
 #      SDPA (--attention cudnn; LOOM_CUDNN_RUNS=0 skips them);
+#   4b. `loom run` on the same model (the best plan, and mbs 8 with selective and full
+#      recompute: predicted vs measured step time, memory and phases) and `loom calibrate
+#      --measure` (h200-1gpu fitted from Loom's own kernels); LOOM_RUN_CHECKS=0 skips it;
 #   5. the PyTorch reference (scripts/gpu_torch_reference.py; TORCH_PARTS selects parts, "none"
 #      skips it; BATCHES sets the mbs:gbs pairs of steps 3-5): cuBLAS
 #      GEMM efficiency over the simulator's shapes, causal attention, HBM bandwidth, the 1.3 B
 #      model trained with PyTorch (bf16 autocast, SDPA, fused AdamW): tokens/s, MFU, peak
 #      memory, and its kernel time by kind (torch.profiler).
 # Output: $OUT/gpu-check.md (summary) and $OUT/bundle.tgz (torch_reference.json,
-# loom_predictions.json, loom_train_mbs*.json and .log, loom_train_cudnn_mbs*.json and .log, gpu_tests.xml and .txt, nccl_tests.xml and .txt,
+# loom_predictions.json, loom_train_mbs*.json and .log, loom_train_cudnn_mbs*.json and .log,
+# loom_run_*.json and .log, loom_calibrate.txt, h200-1gpu-loom-measured.yaml, gpu_tests.xml and .txt, nccl_tests.xml and .txt,
 # attention_benchmark.json, env.txt).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -185,6 +189,59 @@ if any(os.path.exists(f) for _, f in runs):
               f"{m['tokens_per_s']:.0f} | {100 * mfu:.1f}% | "
               f"{m.get('peak_device_bytes', 0) / 2**30:.2f} | {m.get('attention_detail', '')} |")
     print()
+PY
+fi
+
+step "4b. loom run (plan + train + compare) and loom calibrate --measure"
+# `loom run` picks the best plan the CUDA trainer runs and reports it against the measurement
+# with the iteration by phase; the recompute constraints check the recompute paths' predictions.
+# `loom calibrate --measure` fits h200-1gpu from Loom's own kernels (cli/gpu_microbench.h).
+# LOOM_RUN_CHECKS=0 skips this step.
+if [ -x "${bin}/loom" ] && [ "${LOOM_RUN_CHECKS:-1}" != 0 ]; then
+  for c in "" "--constraint mbs=8 --constraint recompute=selective" "--constraint mbs=8 --constraint recompute=full"; do
+    tag=$(echo "${c:-best}" | tr -c 'a-z0-9=\n' '_' | sed 's/__*/_/g')
+    # shellcheck disable=SC2086
+    timeout "${LOOM_TRAIN_TIMEOUT:-300}" "${bin}/loom" run --model llama-1.3b --cluster h200-1gpu \
+      --gpus 1 --gbs 16 --seq 2048 --steps "${LOOM_STEPS:-6}" ${c} --json \
+      > "${out}/loom_run_${tag}.json" 2> "${out}/loom_run_${tag}.log" || status=1
+    tail -n 2 "${out}/loom_run_${tag}.log"
+  done
+  timeout 300 "${bin}/loom" calibrate --cluster h200-1gpu --measure --model llama-1.3b --mbs 8 \
+    --seq 2048 --name h200-1gpu-loom-measured --out "${out}/h200-1gpu-loom-measured.yaml" \
+    > "${out}/loom_calibrate.txt" 2>&1 || status=1
+  tail -n 25 "${out}/loom_calibrate.txt"
+  "${python}" - "${out}" >> "${md}" <<'PY' || status=1
+import glob, json, os, sys
+out = sys.argv[1]
+print("## loom run: llama-1.3b on h200-1gpu, gbs 16, seq 2048\n")
+print("| constraints | layout | predicted s | measured s | measured / predicted | predicted GiB | "
+      "measured GiB | compute s (pred / meas) | optimizer s (pred / meas) | host and other s |")
+print("|---|---|---|---|---|---|---|---|---|---|")
+for f in sorted(glob.glob(os.path.join(out, "loom_run_*.json"))):
+    tag = os.path.basename(f)[len("loom_run_"):-len(".json")]
+    if os.path.getsize(f) == 0:
+        log = f[:-5] + ".log"
+        last = open(log).read().strip().splitlines()[-1:] if os.path.exists(log) else ["no log"]
+        print(f"| {tag} | failed: {last[0][:160]} | | | | | | | | |")
+        continue
+    j = json.load(open(f))
+    b = j.get("breakdown", {})
+    def pm(name):
+        for k, v in b.items():
+            if isinstance(v, dict) and k.startswith(name):
+                return f"{v['predicted_s']:.3f} / {v['measured_s']:.3f}"
+        return ""
+    bub = next((v for k, v in b.items() if k.startswith("bubble")), {"measured_s": float("nan")})
+    print(f"| {tag} | {j['layout']} | {j['predicted_step_time_s']:.3f} | {j['measured_step_time_s']:.3f} | "
+          f"{j['measured_step_time_s'] / j['predicted_step_time_s']:.2f} | {j['predicted_peak_gib']:.2f} | "
+          f"{j['measured_peak_gib']:.2f} | {pm('compute')} | {pm('optimizer')} | {bub['measured_s']:.3f} |")
+print()
+cal = os.path.join(out, "loom_calibrate.txt")
+if os.path.exists(cal):
+    print("## loom calibrate --measure (Loom's kernels), h200-1gpu, llama-1.3b mbs 8\n")
+    print("```")
+    print(open(cal).read().strip()[-4000:])
+    print("```\n")
 PY
 fi
 
