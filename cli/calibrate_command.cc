@@ -28,6 +28,7 @@
 #include "cli/cpu_ranks.h"
 #ifdef LOOM_WITH_CUDA
 #include "cli/gpu_microbench.h"
+#include "kernels/device_query.h"
 #endif
 #include "core/model_io.h"
 #include "simulator/calibration.h"
@@ -96,6 +97,18 @@ core::Status replace_in(std::string& text, const std::string& section, const std
   return core::ok_status();
 }
 
+// The intra-node fabric fitted to an all-reduce (`what` names it).
+core::Status rewrite_intra_node(std::string& text, const IntraNodeFit& fit, const std::string& from,
+                                const std::string& what) {
+  LOOM_RETURN_IF_ERROR(replace_in(text, "intra_node", "bandwidth_gb_s", fmt::format("{:.4g}", fit.bandwidth_gb_s),
+                                  fmt::format("{}: {}, fitted (worst error {:.0f}%)", from, what,
+                                              100 * fit.max_error)));
+  LOOM_RETURN_IF_ERROR(replace_in(text, "intra_node", "latency_us", fmt::format("{:.4g}", fit.latency_us),
+                                  fmt::format("{}: fitted with the bandwidth", from)));
+  return replace_in(text, "intra_node", "collective_efficiency", "1.0",
+                    fmt::format("{}: the fitted bandwidth is the achieved one", from));
+}
+
 // The profile text rewritten as `ranks` devices (split_profile's values), the intra-node fabric
 // from the thread backend's all-reduce.
 core::Status rewrite_as_ranks(std::string& text, const core::ClusterProfile& split, int ranks,
@@ -115,13 +128,8 @@ core::Status rewrite_as_ranks(std::string& text, const core::ClusterProfile& spl
                                   fmt::format("{}: its cores", share)));
   LOOM_RETURN_IF_ERROR(replace_in(text, "memory_overheads", "headroom_gib",
                                   fmt::format("{:.4g}", split.memory.headroom_gib), share));
-  LOOM_RETURN_IF_ERROR(replace_in(text, "intra_node", "bandwidth_gb_s", fmt::format("{:.4g}", fit.bandwidth_gb_s),
-                                  fmt::format("{}: the thread communicator's all-reduce among {} ranks, fitted (worst error {:.0f}%)",
-                                              from, ranks, 100 * fit.max_error)));
-  LOOM_RETURN_IF_ERROR(replace_in(text, "intra_node", "latency_us", fmt::format("{:.4g}", fit.latency_us),
-                                  fmt::format("{}: fitted with the bandwidth", from)));
-  return replace_in(text, "intra_node", "collective_efficiency", "1.0",
-                    fmt::format("{}: the fitted bandwidth is the achieved one", from));
+  return rewrite_intra_node(text, fit, from,
+                            fmt::format("the thread communicator's all-reduce among {} ranks", ranks));
 }
 
 core::Status run_calibrate(const CalibrateArgs& a) {
@@ -136,6 +144,7 @@ core::Status run_calibrate(const CalibrateArgs& a) {
   sim::CalibrationMeasurements meas;
   std::vector<CollectiveTiming> collectives;  // --ranks > 1
   IntraNodeFit intra;
+  [[maybe_unused]] int gpu_fabric_ranks = 0;  // GPU profile: GPUs whose all-reduce was timed
   std::string attention_what = fmt::format("causal SDPA ({})", a.attention_backend);
   std::string command = fmt::format("loom calibrate --cluster {} --measurements {}", a.cluster,
                                     a.measurements);
@@ -189,6 +198,30 @@ core::Status run_calibrate(const CalibrateArgs& a) {
       std::string note;
       LOOM_ASSIGN_OR_RETURN(meas, measure_gpu(model, layout, progress, &note));
       if (!note.empty()) std::cerr << "note: " << note << "\n";
+      // The intra-node fabric: NCCL's all-reduce among the node's GPUs, where several are here.
+      const int visible = static_cast<int>(kernels::query_cuda_devices().devices.size());
+      gpu_fabric_ranks = std::min<int>(visible, static_cast<int>(profile.gpus_per_node));
+      if (gpu_fabric_ranks >= 2) {
+        LOOM_ASSIGN_OR_RETURN(collectives,
+                              measure_nccl_all_reduce(gpu_fabric_ranks, {1048576.0, 8388608.0,
+                                                                         67108864.0, 536870912.0}));
+        LOOM_ASSIGN_OR_RETURN(intra, fit_intra_node(profile, gpu_fabric_ranks, collectives));
+        if (progress != nullptr) {
+          for (const CollectiveTiming& t : collectives)
+            *progress << fmt::format("  NCCL all-reduce among {} GPUs, {:>10.0f} B: {:8.3f} ms, "
+                                     "bus {:.0f} GB/s\n",
+                                     gpu_fabric_ranks, t.bytes, t.seconds * 1e3,
+                                     2.0 * (gpu_fabric_ranks - 1) / gpu_fabric_ranks * t.bytes /
+                                         t.seconds / 1e9);
+          *progress << fmt::format("  intra-node fit: latency {:.1f} us, bandwidth {:.1f} GB/s "
+                                   "(worst error {:.0f}%)\n",
+                                   intra.latency_us, intra.bandwidth_gb_s, 100 * intra.max_error);
+        }
+      } else if (progress != nullptr) {
+        *progress << fmt::format("  intra-node fabric not measured: {} GPU{} visible, {} per node "
+                                 "in the profile\n",
+                                 visible, visible == 1 ? "" : "s", profile.gpus_per_node);
+      }
 #endif
     } else {
       LOOM_ASSIGN_OR_RETURN(meas, measure_cpu(model, layout, progress));
@@ -262,6 +295,10 @@ core::Status run_calibrate(const CalibrateArgs& a) {
                                        fmt::format("{}: {}; was {:.3f}", from, f.what, f.before)));
   }
   if (a.ranks > 1) LOOM_RETURN_IF_ERROR(rewrite_as_ranks(text, profile, a.ranks, intra, from));
+  if (gpu_fabric_ranks >= 2) {
+    LOOM_RETURN_IF_ERROR(rewrite_intra_node(
+        text, intra, from, fmt::format("NCCL's all-reduce among {} GPUs", gpu_fabric_ranks)));
+  }
   // The rewritten profile must load as a profile before it replaces anything.
   YAML::Node node;
   try {
@@ -295,8 +332,8 @@ core::Status run_calibrate(const CalibrateArgs& a) {
                  {"median_error_after", r.gemm_median_error_after},
                  {"max_error_before", r.gemm_max_error_before},
                  {"max_error_after", r.gemm_max_error_after}};
-    if (a.ranks > 1) {
-      o["ranks"] = a.ranks;
+    if (a.ranks > 1 || gpu_fabric_ranks >= 2) {
+      o["ranks"] = a.ranks > 1 ? a.ranks : gpu_fabric_ranks;
       o["intra_node"] = {{"latency_us", intra.latency_us}, {"bandwidth_gb_s", intra.bandwidth_gb_s},
                          {"max_error", intra.max_error}};
       for (const CollectiveTiming& t : collectives)

@@ -5,6 +5,8 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <chrono>
+#include <thread>
 #include <functional>
 #include <memory>
 #include <string>
@@ -20,6 +22,10 @@
 #include "kernels/cuda/fill.h"
 #include "kernels/cuda/gemm.h"
 #include "kernels/device_query.h"
+
+#ifdef LOOM_WITH_NCCL
+#include "comm/nccl_comm.h"
+#endif
 
 namespace loom::cli {
 
@@ -162,6 +168,69 @@ core::Result<sim::CalibrationMeasurements> measure_gpu(const core::ModelSpec& mo
   if (progress != nullptr)
     *progress << fmt::format("  device copy of 1 GiB: {:.0f} GB/s (read + written)\n", *meas.copy_gb_s);
   return meas;
+}
+
+core::Result<std::vector<CollectiveTiming>> measure_nccl_all_reduce(int gpus,
+                                                                   const std::vector<double>& sizes) {
+#ifndef LOOM_WITH_NCCL
+  (void)gpus;
+  (void)sizes;
+  return core::error(core::ErrorCode::kInvalidArgument,
+                     "measuring the intra-node fabric needs NCCL; this loom was built without it");
+#else
+  const kernels::CudaDeviceList devices = kernels::query_cuda_devices();
+  if (gpus < 2 || static_cast<int>(devices.devices.size()) < gpus) {
+    return core::error(core::ErrorCode::kInvalidArgument,
+                       "an all-reduce among {} GPUs needs {} visible devices; {} are", gpus, gpus,
+                       devices.devices.size());
+  }
+  ncclUniqueId id;
+  if (ncclGetUniqueId(&id) != ncclSuccess)
+    return core::error(core::ErrorCode::kInternal, "ncclGetUniqueId failed");
+  std::vector<std::vector<double>> seconds(static_cast<size_t>(gpus));
+  std::vector<core::Status> status(static_cast<size_t>(gpus), core::ok_status());
+  auto measure_rank = [&](int r) {
+    auto comm = comm::make_nccl_comm(id, r, gpus, r, "calibrate", std::chrono::seconds(120));
+    if (!comm.ok()) {
+      status[r] = comm.status();
+      return;
+    }
+    for (double bytes : sizes) {
+      const int64_t count = static_cast<int64_t>(bytes / 4);
+      cu::DeviceBuffer<float> buf(static_cast<size_t>(count));
+      LOOM_CUDA_CHECK(cudaMemset(buf.get(), 0, static_cast<size_t>(count) * 4));
+      std::vector<double> t;
+      for (int i = 0; i < 12; ++i) {
+        const auto t0 = std::chrono::steady_clock::now();
+        status[r] = (*comm)->all_reduce(buf.get(), count, comm::ReduceOp::kSum);
+        if (!status[r].ok()) return;
+        if (i >= 2) t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      }
+      std::sort(t.begin(), t.end());
+      seconds[r].push_back(t[t.size() / 2]);
+    }
+  };
+  std::vector<std::thread> threads;
+  for (int r = 0; r < gpus; ++r) {
+    threads.emplace_back([&, r] {
+      try {
+        measure_rank(r);
+      } catch (const std::exception& e) {  // a CUDA error (cuda_check.h) on this GPU's thread
+        status[r] = core::error(core::ErrorCode::kInternal, "{}", e.what());
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (int r = 0; r < gpus; ++r)
+    if (!status[r].ok()) return status[r].with_context(fmt::format("GPU {}", r));
+  std::vector<CollectiveTiming> out;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    double slowest = 0;  // the collective ends when its last rank does
+    for (int r = 0; r < gpus; ++r) slowest = std::max(slowest, seconds[r][i]);
+    out.push_back({sizes[i], slowest});
+  }
+  return out;
+#endif
 }
 
 }  // namespace loom::cli

@@ -28,6 +28,7 @@ struct TrainArgs {
   std::string schedule = "1f1b", partition_method = "uniform", partition;
   std::string plan;
   bool json = false;
+  bool dp_given = false;  // --dp on the command line (--backend cuda --dp 1: the NCCL path, one rank)
 };
 
 // Registers each TrainConfig field as a CLI11 option.
@@ -91,10 +92,11 @@ core::Status run_train(TrainArgs& a) {
       return core::error(core::ErrorCode::kInvalidArgument,
                          "--plan {}: {}; the trainer runs tp x pp x dp layouts with ZeRO 0-3 "
                          "(ZeRO-2/3 without pipelining) and sequence parallelism{}",
-                         a.plan, what, cuda ? ", and one GPU with --backend cuda" : "");
+                         a.plan, what,
+                         cuda ? ", and data parallelism (ZeRO-0) with --backend cuda" : "");
     };
     if (cuda && l.sp) return cannot("sp true on --backend cuda");
-    if (cuda && l.tp * l.pp * l.dp != 1)
+    if (cuda && (l.tp * l.pp != 1 || l.zero != 0))
       return cannot(fmt::format("{} on --backend cuda", l.summary()));
     a.cfg.model_spec = p.model;
     a.cfg.model = p.model.name;
@@ -103,6 +105,7 @@ core::Status run_train(TrainArgs& a) {
     a.cfg.seq = l.seq;
     a.cfg.recompute = l.recompute;
     a.layout = l;
+    if (cuda && l.dp > 1) a.dp_given = true;
     *out << fmt::format(
         "plan {}: {} {} on {} ({}), predicted {:.4g} s per iteration, {:.3g} GiB on the fullest "
         "GPU{}\n",
@@ -119,12 +122,13 @@ core::Status run_train(TrainArgs& a) {
     }
   }
   const core::Layout& l = a.layout;
-  if (l.tp * l.pp * l.dp != 1 || l.zero != 0) {
-    if (cuda) {
-      return core::error(core::ErrorCode::kInvalidArgument,
-                         "--tp/--pp/--dp/--zero: the CUDA backend trains on one GPU today (NCCL "
-                         "parallelism is still to come); use --backend cpu");
-    }
+  if (cuda && (l.tp != 1 || l.pp != 1 || l.vpp > 1 || l.zero != 0 || l.sp)) {
+    return core::error(core::ErrorCode::kInvalidArgument,
+                       "--tp/--pp/--vpp/--zero/--sp: the CUDA backend trains data-parallel "
+                       "(--dp N, ZeRO-0, one process per GPU) today; the other layouts run with "
+                       "--backend cpu");
+  }
+  if (!cuda && (l.tp * l.pp * l.dp != 1 || l.zero != 0)) {
     train::TrainSummary s;
     bool reporting = true;
     core::Layout resolved;
@@ -169,9 +173,13 @@ core::Status run_train(TrainArgs& a) {
 #ifdef LOOM_WITH_CUDA
   if (cuda) {
     train::TrainSummary s;
-    LOOM_RETURN_IF_ERROR(train::run_cuda_training(a.cfg, a.attention, out, &s));
+    bool reporting = true;
+    LOOM_RETURN_IF_ERROR(train::run_cuda_training(a.cfg, a.attention, out, &s,
+                                                  a.dp_given ? l.dp : 0, &reporting));
+    if (!reporting) return core::ok_status();
     nlohmann::json j = s.to_json();
     j["backend"] = "cuda";
+    if (a.dp_given) j["dp"] = l.dp;
     j["config"] = train::train_config_to_json(a.cfg);
     if (a.json) {
       std::cout << j.dump(2) << "\n";
@@ -283,6 +291,7 @@ CommandRunner register_train_command(CLI::App& app) {
         }
       }
     }
+    args->dp_given = sub->get_option("--dp")->count() > 0;
     return run_train(*args);
   };
 }

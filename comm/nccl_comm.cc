@@ -199,6 +199,8 @@ NcclComm::~NcclComm() {
     c = nullptr;
   }
   for (PendingSend& s : sends_) (void)cudaEventDestroy(s.done);
+  for (PendingCollective& p : async_) (void)cudaEventDestroy(p.done);
+  for (cudaEvent_t e : free_events_) (void)cudaEventDestroy(e);
   for (SelfMessage& m : self_messages_) (void)cudaFreeAsync(m.buffer, stream_[kCollective]);
   if (barrier_word_ != nullptr) (void)cudaFreeAsync(barrier_word_, stream_[kCollective]);
   for (int lane = 0; lane < kLanes; ++lane) {

@@ -13,6 +13,7 @@
 #include <deque>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "comm/bootstrap.h"
 #include "comm/communicator.h"
@@ -76,6 +77,19 @@ class NcclComm final : public Communicator {
   // The stream whose queued work produces the buffers this communicator reads (see above).
   void set_input_stream(cudaStream_t stream) { input_stream_ = stream; }
 
+  // Asynchronous in-place fp32 sum, for overlapping a reduction with compute (the data-parallel
+  // gradient buckets of trainer/cuda_data_parallel.h during backward, as PyTorch DDP and
+  // Megatron's overlap_grad_reduce do): the collective lane waits on the GPU for `ready` (an
+  // event the caller recorded once `data` was complete; the input stream is not consulted),
+  // NCCL enqueues the all-reduce, and the call returns without waiting for it. The returned
+  // event is recorded after it on the lane: a stream that reads `data` next waits for it
+  // (cudaStreamWaitEvent). wait_async() is the watchdog: it polls every pending reduction
+  // against timeout() from its start and aborts the group past it, naming the reduction.
+  // Later calls on the collective lane (synchronous ones included) run after these, in order.
+  core::Result<cudaEvent_t> all_reduce_sum_async(float* data, int64_t count, cudaEvent_t ready);
+  core::Status wait_async();
+  std::size_t pending_async() const { return async_.size(); }
+
  protected:
   core::Status do_all_reduce(void* data, int64_t count, DType t, ReduceOp op) override;
   core::Status do_reduce_scatter(const void* in, void* out, int64_t count, DType t) override;
@@ -91,6 +105,7 @@ class NcclComm final : public Communicator {
   friend core::Result<std::unique_ptr<NcclComm>> make_nccl_comm(const ncclUniqueId&, int, int, int,
                                                                 std::string,
                                                                 std::chrono::milliseconds);
+  using Clock = std::chrono::steady_clock;
   enum Lane { kCollective = 0, kUp = 1, kDown = 2, kLanes = 3 };
   struct PendingSend {
     Lane lane = kUp;
@@ -100,11 +115,15 @@ class NcclComm final : public Communicator {
     int64_t bytes = 0;
     std::chrono::steady_clock::time_point start;
   };
+  struct PendingCollective {
+    cudaEvent_t done = nullptr;
+    int64_t count = 0;
+    Clock::time_point start;
+  };
   struct SelfMessage {
     void* buffer = nullptr;  // device, stream-ordered on the collective lane
     int64_t bytes = 0;
   };
-  using Clock = std::chrono::steady_clock;
 
   NcclComm(int device, int rank, int size, std::string name);
   // Streams, events and the barrier word; then comm_[kCollective] from the unique id (or a
@@ -153,6 +172,8 @@ class NcclComm final : public Communicator {
   float* barrier_word_ = nullptr;  // device, one fp32 for barrier()
   std::deque<PendingSend> sends_;
   std::deque<SelfMessage> self_messages_;
+  std::deque<PendingCollective> async_;
+  std::vector<cudaEvent_t> free_events_;  // the async reductions' events, reused
   std::string broken_;
 };
 

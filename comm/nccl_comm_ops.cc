@@ -119,6 +119,51 @@ Status NcclComm::do_all_reduce(void* data, int64_t count, DType t, ReduceOp op) 
   return finish(kCollective, call, kCollectiveDetail, deadline);
 }
 
+core::Result<cudaEvent_t> NcclComm::all_reduce_sum_async(float* data, int64_t count,
+                                                          cudaEvent_t ready) {
+  const std::string call = "all_reduce (async)";
+  const auto deadline = Clock::now() + timeout();
+  if (!broken_.empty()) {
+    return core::error(ErrorCode::kInternal, "{} refused: the group is unusable after: {}",
+                       where(call), broken_);
+  }
+  LOOM_NCCL_CUDA_CHECK(call, cudaSetDevice(device_));
+  LOOM_RETURN_IF_ERROR(check_device_pointer(call, data));
+  LOOM_RETURN_IF_ERROR(reap_sends(false));
+  LOOM_RETURN_IF_ERROR(settle_lane(kCollective, call, deadline));
+  LOOM_NCCL_CUDA_CHECK(call, cudaStreamWaitEvent(stream_[kCollective], ready, 0));
+  if (count > 0) {
+    LOOM_NCCL_CHECK(kCollective, call,
+                    ncclAllReduce(data, data, count, ncclFloat32, ncclSum, comm_[kCollective],
+                                  stream_[kCollective]));
+    // Only NCCL's enqueue is waited for here (non-blocking communicators may return
+    // ncclInProgress); the reduction itself runs behind the caller's compute.
+    LOOM_RETURN_IF_ERROR(wait_ready(kCollective, call, kCollectiveDetail, deadline));
+  }
+  cudaEvent_t done = nullptr;
+  if (free_events_.empty()) {
+    LOOM_NCCL_CUDA_CHECK(call, cudaEventCreateWithFlags(&done, cudaEventDisableTiming));
+  } else {
+    done = free_events_.back();
+    free_events_.pop_back();
+  }
+  LOOM_NCCL_CUDA_CHECK(call, cudaEventRecord(done, stream_[kCollective]));
+  async_.push_back({done, count, Clock::now()});
+  return done;
+}
+
+core::Status NcclComm::wait_async() {
+  while (!async_.empty()) {
+    const PendingCollective& p = async_.front();
+    LOOM_RETURN_IF_ERROR(poll_event(kCollective, p.done, "all_reduce (async)",
+                                    fmt::format("of {} floats {}", p.count, kCollectiveDetail),
+                                    p.start + timeout()));
+    free_events_.push_back(p.done);
+    async_.pop_front();
+  }
+  return core::ok_status();
+}
+
 // NCCL's in-place reduce-scatter writes chunk r at in + r * count; the interface's is out == in
 // (chunk r at the start). Any overlap but NCCL's goes through a scratch chunk. On a timeout the
 // scratch chunk is not freed (NCCL may still have been writing it when the group was aborted).

@@ -56,6 +56,15 @@ print(":".join(dirs))
 PY
 )
 [ -z "${wheel_libs}" ] || export LD_LIBRARY_PATH="${LD_LIBRARY_PATH}:${wheel_libs}"
+# loom links NCCL (the CUDA trainer's --dp); if the loader still cannot find a library, look for
+# it anywhere on the machine before giving up.
+if [ -x "${bin}/loom" ]; then
+  for lib in $(ldd "${bin}/loom" 2>/dev/null | awk '/not found/ {print $1}'); do
+    found=$(find / -xdev -name "${lib}" -not -path '*/proc/*' 2>/dev/null | head -1)
+    [ -n "${found}" ] && export LD_LIBRARY_PATH="${LD_LIBRARY_PATH}:$(dirname "${found}")"
+    echo "gpu-check: ${lib} not on the library path; ${found:-not found anywhere}"
+  done
+fi
 batches="${BATCHES:-4:16,8:16,16:16}"   # mbs:gbs pairs for steps 3-5
 status=0
 md="${out}/gpu-check.md"

@@ -227,7 +227,10 @@ const FrameworkTraits kTraits[] = {
         .selective_drops_attention_output = true,
         .allocator_reserve_fraction = 0.0,  // no caching allocator: fixed arenas
         .fixed_arenas = true,
-        // Loom's trainer: collectives on the compute stream (no overlap yet).
+        // Loom's CUDA trainer: no tensor parallelism on GPUs yet; its data-parallel all-reduce
+        // runs on NCCL's stream per unit during the backward (trainer/cuda_data_parallel.h),
+        // but how much of it hides has not been measured on more than one GPU: no overlap
+        // credited until it is.
         .tp_comm_overlap = 0.0, .dp_comm_overlap = 0.0, .iteration_overhead_s = 0.0,
         // Loom's fused attention (kernels/cuda/attention_fused.cu, mma.sync at 12.5% occupancy)
         // against the profile's reference (cuDNN's fused SDPA): measured on one H200 on

@@ -13,8 +13,10 @@
 #include <fmt/format.h>
 
 #include "core/model_io.h"
+#include "kernels/cuda/cuda_check.h"
 #include "kernels/device_query.h"
 #include "trainer/batch_source.h"
+#include "trainer/cuda_data_parallel.h"
 #include "trainer/cuda_transformer.h"
 #include "trainer/spike_guard.h"
 
@@ -29,16 +31,11 @@ core::Status refuse(const char* option, const char* why) {
 
 }  // namespace
 
-core::Status run_cuda_training(const TrainConfig& given, const std::string& attention, std::ostream* out,
-                               TrainSummary* summary) {
-  TrainConfig cfg = given;
-  LOOM_RETURN_IF_ERROR(validate_train_config(cfg));
-  if (cfg.debug_kill_at > 0) return refuse("--debug-kill-at", "the kill test runs on the CPU backend");
-  const kernels::CudaDeviceList devices = kernels::query_cuda_devices();
-  if (devices.devices.empty()) {
-    return core::error(core::ErrorCode::kInvalidArgument, "--backend cuda: no CUDA device: {}",
-                       devices.no_device_reason);
-  }
+// One rank's training loop (the only one without data parallelism): `dp` null, rank 0 of 1.
+core::Status run_cuda_rank(TrainConfig cfg, const std::string& attention, std::ostream* out,
+                           TrainSummary* summary, CudaDataParallel* dp) {
+  const int rank = dp != nullptr ? dp->rank : 0, world = dp != nullptr ? dp->world : 1;
+  if (rank != 0) out = nullptr;  // rank 0 reports and writes the checkpoints
   LOOM_ASSIGN_OR_RETURN(core::ModelSpec spec, resolve_model(cfg));
   LOOM_ASSIGN_OR_RETURN(std::unique_ptr<BatchSource> data, open_batch_source(cfg, spec));
   if (cfg.optim.decay_steps <= 0) cfg.optim.decay_steps = cfg.steps;
@@ -49,9 +46,14 @@ core::Status run_cuda_training(const TrainConfig& given, const std::string& atte
   summary->attention_kernels = CudaTransformer::attention_name(model->attention());
   if (!cfg.quiet && out != nullptr)
     *out << fmt::format("attention kernels: {}\n", summary->attention_kernels);
+  // Every rank draws the same weights (fill.h: a pure function of seed and index).
   CudaTrainer trainer(std::move(model), cfg.optim, cfg.seed, cfg.init_std);
+  if (dp != nullptr) trainer.set_reducer(dp->reducer.get());
 
   const int64_t micro = cfg.gbs / cfg.mbs;
+  // Data parallelism: every rank draws the global batch and trains its contiguous share of the
+  // micro-batches (as the CPU trainers' --dp does), so the run matches the one-GPU run's data.
+  const int64_t share = micro / world;
   const double tokens = static_cast<double>(cfg.gbs * cfg.seq);
   // The spike guard and the debug injections act as in the CPU trainers (parallel_run.cc): a
   // loss spike scales the loss, the norm and the applied gradients; a NaN gradient makes the
@@ -64,6 +66,7 @@ core::Status run_cuda_training(const TrainConfig& given, const std::string& atte
   // RNG is the seed's (the CPU trainer draws from it only to initialise weights).
   int64_t done = 0, consumed = 0;
   auto save = [&](const char* why) -> core::Status {
+    if (rank != 0) return core::ok_status();  // the weights and moments are every rank's
     TrainerState st;
     st.step = done;
     st.consumed_samples = consumed;
@@ -127,7 +130,10 @@ core::Status run_cuda_training(const TrainConfig& given, const std::string& atte
   while (done < cfg.steps) {
     const int64_t step = done + 1;
     std::vector<std::vector<int32_t>> batches;
-    for (int64_t m = 0; m < micro; ++m) batches.push_back(data->next_batch(cfg.mbs));
+    for (int64_t m = 0; m < micro; ++m) {
+      std::vector<int32_t> b = data->next_batch(cfg.mbs);
+      if (m / share == rank) batches.push_back(std::move(b));
+    }
     consumed += cfg.gbs;
     const double lr = learning_rate(cfg.optim, step);
     const auto t0 = std::chrono::steady_clock::now();
@@ -226,6 +232,47 @@ core::Status run_cuda_training(const TrainConfig& given, const std::string& atte
   summary->peak_rss_bytes = static_cast<int64_t>(ru.ru_maxrss) * 1024;  // Linux: KiB
   if (!cfg.synthetic) summary->validation_loss = validation_loss();
   return core::ok_status();
+}
+
+core::Status run_cuda_training(const TrainConfig& given, const std::string& attention,
+                               std::ostream* out, TrainSummary* summary, int64_t dp,
+                               bool* reporting) {
+  TrainConfig cfg = given;
+  LOOM_RETURN_IF_ERROR(validate_train_config(cfg));
+  if (reporting != nullptr) *reporting = true;
+  if (cfg.debug_kill_at > 0) return refuse("--debug-kill-at", "the kill test runs on the CPU backend");
+  const kernels::CudaDeviceList devices = kernels::query_cuda_devices();
+  if (devices.devices.empty()) {
+    return core::error(core::ErrorCode::kInvalidArgument, "--backend cuda: no CUDA device: {}",
+                       devices.no_device_reason);
+  }
+  if (dp <= 0) return run_cuda_rank(cfg, attention, out, summary, nullptr);
+  const int64_t micro = cfg.gbs / cfg.mbs;
+  if (micro % dp != 0) {
+    return core::error(core::ErrorCode::kInvalidArgument,
+                       "--dp {}: the {} micro-batches of an iteration (--gbs {} / --mbs {}) do not "
+                       "split evenly over the data-parallel ranks",
+                       dp, micro, cfg.gbs, cfg.mbs);
+  }
+  LOOM_ASSIGN_OR_RETURN(CudaDataParallel group,
+                        open_cuda_data_parallel(dp, cfg.bootstrap, cfg.comm_timeout_s));
+  if (group.device >= static_cast<int>(devices.devices.size())) {
+    return core::error(core::ErrorCode::kInvalidArgument,
+                       "rank {} ({} launch): local rank {} but this node has {} CUDA device{}",
+                       group.rank, group.launcher, group.device, devices.devices.size(),
+                       devices.devices.size() == 1 ? "" : "s");
+  }
+  LOOM_CUDA_CHECK(cudaSetDevice(group.device));
+  if (reporting != nullptr) *reporting = group.rank == 0;
+  if (group.rank == 0 && !cfg.quiet && out != nullptr) {
+    *out << fmt::format("data parallel over {} GPU{} ({} launch), NCCL, gradients summed per "
+                        "unit during the backward\n",
+                        group.world, group.world == 1 ? "" : "s", group.launcher);
+  }
+  core::Status st = run_cuda_rank(cfg, attention, out, summary, &group);
+  group.reducer.reset();
+  close_cuda_data_parallel();
+  return st.ok() ? st : st.with_context(fmt::format("rank {}", group.rank));
 }
 
 }  // namespace loom::train

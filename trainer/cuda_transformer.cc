@@ -412,6 +412,8 @@ void CudaTransformer::backward(const float* p, const bf16* pb, float* gr, cudaSt
   // loss() left d xf in dxn_.
   norm_bwd(dxn_, r_final_, L.final_norm_w, L.final_norm_b, p, gr, final_mean_, final_rstd_,
            nullptr, dr_, st);
+  const int head_unit = num_units() - 1;
+  if (grads_ready_) grads_ready_(head_unit, st);  // the final norm's (and an untied head's)
   const float* slopes = spec_.position == core::PositionKind::kAlibi ? alibi_ : nullptr;
   for (int64_t l = static_cast<int64_t>(blocks_.size()) - 1; l >= 0; --l) {
     Block& k = blocks_[l];
@@ -460,6 +462,7 @@ void CudaTransformer::backward(const float* p, const bf16* pb, float* gr, cudaSt
     linear_bwd(dv_, k.xn1, pb, gr, o.wv, o.bv, d_.kv_dim, d_.h, dxn_, true, st);
     // d r = norm1'(d xn1) + d x_mid, in place in dr_.
     norm_bwd(dxn_, k.r, o.attn_norm_w, o.attn_norm_b, p, gr, k.mean1, k.rstd1, dr_, dr_, st);
+    if (grads_ready_) grads_ready_(static_cast<int>(l) + 1, st);
   }
   const bf16* de = dr_;
   if (spec_.embedding_norm) {
@@ -469,6 +472,13 @@ void CudaTransformer::backward(const float* p, const bf16* pb, float* gr, cudaSt
   }
   cu::embedding_bwd(n_, d_.h, inputs_, de, gr + L.embed, workspace_, workspace_bytes_, st);
   if (L.pos_embed >= 0) cu::bias_bwd(b_, s_ * d_.h, de, gr + L.pos_embed, workspace_, st);
+  if (grads_ready_) grads_ready_(0, st);  // the embedding's (and a tied head's)
+}
+
+int64_t CudaTransformer::unit_begin(int unit) const {
+  if (unit == 0) return 0;
+  if (unit <= static_cast<int>(layout_.blocks.size())) return layout_.blocks[unit - 1].attn_norm_w;
+  return unit == num_units() - 1 ? layout_.final_norm_w : layout_.total();
 }
 
 namespace {
@@ -572,12 +582,28 @@ CudaTrainer::Step CudaTrainer::compute_step(const std::vector<std::vector<int32_
                                             int64_t mbs, int64_t seq) {
   LOOM_CUDA_CHECK(cudaEventRecord(events_[0], stream_));
   LOOM_CUDA_CHECK(cudaMemsetAsync(grads_.get(), 0, count_ * 4, stream_));
-  const double tokens = static_cast<double>(micro_batches.size()) * mbs * seq;
+  const int ranks = reducer_ != nullptr ? reducer_->size() : 1;
+  const double tokens = static_cast<double>(micro_batches.size()) * mbs * seq * ranks;
   const float scale = static_cast<float>(1.0 / tokens);  // mean over the global batch
   double loss_sum = 0.0;
-  for (const auto& mb : micro_batches) {
-    loss_sum += model_->forward_backward(params_.get(), params_bf16_.get(), grads_.get(), mb.data(),
-                                         mbs, seq, scale, stream_);
+  core::Status reduce_status = core::ok_status();
+  for (size_t i = 0; i < micro_batches.size(); ++i) {
+    if (reducer_ != nullptr && i + 1 == micro_batches.size()) {
+      model_->set_grads_ready_hook([&](int unit, cudaStream_t st) {
+        const int64_t begin = model_->unit_begin(unit), end = model_->unit_begin(unit + 1);
+        if (reduce_status.ok()) reduce_status = reducer_->start(grads_.get() + begin, end - begin, st);
+      });
+    }
+    loss_sum += model_->forward_backward(params_.get(), params_bf16_.get(), grads_.get(),
+                                         micro_batches[i].data(), mbs, seq, scale, stream_);
+  }
+  if (reducer_ != nullptr) {
+    model_->set_grads_ready_hook({});
+    if (reduce_status.ok()) reduce_status = reducer_->finish(stream_);
+    if (!reduce_status.ok()) throw cu::CudaError(reduce_status.message());
+    auto total = reducer_->sum(loss_sum);
+    if (!total.ok()) throw cu::CudaError(total.status().message());
+    loss_sum = *total;
   }
   cu::grad_norm(grads_.get(), count_, partials_.get(), norm_.get(), stream_);
   LOOM_CUDA_CHECK(cudaEventRecord(events_[1], stream_));

@@ -22,6 +22,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -74,6 +75,17 @@ class CudaTransformer {
 
   // Device bytes of the activation and scratch allocations now.
   int64_t activation_bytes() const;
+
+  // Units of the flat parameter buffer, each one contiguous range (param_layout.cc orders the
+  // tensors so): 0 the embedding (with a tied LM head), 1..L the blocks, L + 1 the final norm
+  // and an untied head. [unit_begin(u), unit_begin(u + 1)).
+  int num_units() const { return static_cast<int>(layout_.blocks.size()) + 2; }
+  int64_t unit_begin(int unit) const;
+  // Called during forward_backward's backward as each unit's gradients are complete on
+  // `stream` (the head unit first, the embedding last): the data-parallel trainer starts that
+  // unit's reduction there, overlapping the rest of the backward. Empty: not called.
+  using GradsReadyHook = std::function<void(int unit, cudaStream_t stream)>;
+  void set_grads_ready_hook(GradsReadyHook hook) { grads_ready_ = std::move(hook); }
 
   // Device time of the phases of the calls since the last take_phase_times(), from CUDA events
   // around them: attention (forward and backward kernels) and the LM head with the loss.
@@ -134,6 +146,7 @@ class CudaTransformer {
   int64_t b_ = 0, s_ = 0, n_ = 0, chunk_rows_ = 0;
   kernels::cuda::Gemm gemm_;
   std::unique_ptr<kernels::cuda::CudnnAttention> cudnn_;  // kCudnn: planned for (b_, s_)
+  GradsReadyHook grads_ready_;
   kernels::cuda::DeviceBytes acts_mem_, scratch_mem_, tables_mem_;
   std::vector<Block> blocks_;
   __nv_bfloat16 *embed_pre_ = nullptr, *r_final_ = nullptr, *xf_ = nullptr, *mlp_out_ = nullptr;
@@ -149,6 +162,23 @@ class CudaTransformer {
   std::size_t workspace_bytes_ = 0;
   std::vector<int32_t> host_inputs_, host_targets_;
   std::vector<float> host_loss_;
+};
+
+// The data-parallel side of CudaTrainer: sums over the data-parallel ranks (one GPU each).
+// trainer/cuda_data_parallel.h implements it over NCCL; nullptr in CudaTrainer: one GPU.
+class GradReducer {
+ public:
+  virtual ~GradReducer() = default;
+  virtual int size() const = 0;
+  virtual int rank() const = 0;
+  // Starts summing `count` floats at `data` (device, in place) once `stream` reaches this point;
+  // returns without waiting for the sum.
+  virtual core::Status start(float* data, int64_t count, cudaStream_t stream) = 0;
+  // `stream` waits on the GPU for every started sum, and the host for their completion under the
+  // communicator's timeout (the watchdog).
+  virtual core::Status finish(cudaStream_t stream) = 0;
+  // The sum of `value` over the ranks (every rank gets the same bits).
+  virtual core::Result<double> sum(double value) = 0;
 };
 
 // One training iteration on the GPU, as Trainer::train_iteration does it on the CPU: zero the
@@ -180,8 +210,13 @@ class CudaTrainer {
   // before the update: the gradients of the global batch (left on the device), then AdamW with
   // Megatron's clip coefficient of grad_norm, the applied gradients scaled by gradient_scale (a
   // fault injection's factor; 1 otherwise). Skipping apply_step skips the update.
+  // With a GradReducer (set_reducer), micro_batches are this rank's share of the global batch:
+  // the gradients are scaled by 1 / (global tokens), each unit's sum over the ranks starts as
+  // the last micro-batch's backward completes it (overlapping the rest of the backward, PyTorch
+  // DDP's and Megatron's overlap_grad_reduce), and the loss is the global batch's.
   Step compute_step(const std::vector<std::vector<int32_t>>& micro_batches, int64_t mbs,
                     int64_t seq);
+  void set_reducer(GradReducer* reducer) { reducer_ = reducer; }
   void apply_step(double lr, double grad_norm, double gradient_scale = 1.0);
   // Device time of the last apply_step (the clip coefficient's upload and AdamW).
   double last_optimizer_s() const { return last_optimizer_s_; }
@@ -214,6 +249,7 @@ class CudaTrainer {
   kernels::cuda::DeviceBuffer<double> partials_, norm_;
   kernels::cuda::DeviceBuffer<float> coef_;
   float host_coef_ = 1.f;
+  GradReducer* reducer_ = nullptr;
   cudaEvent_t events_[4] = {};  // compute start / end, optimizer start / end
   double last_optimizer_s_ = 0;
 };

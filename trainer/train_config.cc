@@ -3,6 +3,7 @@
 
 #include <sstream>
 
+#include "comm/bootstrap.h"
 #include "core/model_io.h"
 
 namespace loom::train {
@@ -91,6 +92,13 @@ core::Status validate_train_config(const TrainConfig& c) {
   if (!(c.comm_timeout_s > 0)) {
     return core::error(core::ErrorCode::kInvalidArgument,
                        "--comm-timeout {}: must be a positive number of seconds", c.comm_timeout_s);
+  }
+  if (c.bootstrap != "auto") {
+    auto method = comm::parse_bootstrap_method(c.bootstrap);
+    if (!method.ok()) {
+      return core::error(core::ErrorCode::kInvalidArgument, "--bootstrap: {} (or auto)",
+                         method.status().message());
+    }
   }
   if (c.save_interval < 0 || c.keep_last < 1) {
     return core::error(core::ErrorCode::kInvalidArgument,

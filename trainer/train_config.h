@@ -49,6 +49,7 @@ struct TrainConfig {
   int64_t debug_kill_at = 0;        // SIGKILL itself after finishing this iteration
   int64_t debug_hang_at = 0;        // --dp: the last rank stops answering after this iteration
   double comm_timeout_s = 300;      // --dp: a collective waiting longer fails, naming the call
+  std::string bootstrap = "auto";   // --backend cuda --dp: how NCCL's id reaches every rank
   // Set by `loom train --plan`: the plan's model (then `model` is its name only). Not an option.
   std::optional<core::ModelSpec> model_spec;
 };
@@ -113,6 +114,10 @@ void visit_train_fields(TrainConfig& c, V& v) {
   v.flag("quiet", "--quiet", "no per-iteration lines (the log and the summary remain)", c.quiet);
   v.real("comm_timeout_s", "--comm-timeout",
          "seconds a collective of the data-parallel ranks may wait before failing", c.comm_timeout_s);
+  v.text("bootstrap", "--bootstrap",
+         "--backend cuda --dp N: how NCCL's unique id reaches the ranks: auto (tcp under "
+         "torchrun, mpi under mpirun/srun), tcp (MASTER_ADDR:MASTER_PORT), mpi, file:PATH",
+         c.bootstrap);
   v.hidden_integer("debug_nan_grad_at", "--debug-nan-grad-at", c.debug_nan_grad_at);
   v.hidden_text("debug_loss_spike_at", "--debug-loss-spike-at", c.debug_loss_spike_at);
   v.hidden_integer("debug_kill_at", "--debug-kill-at", c.debug_kill_at);

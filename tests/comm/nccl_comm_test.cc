@@ -149,6 +149,45 @@ TEST_F(NcclCommTest, OneRankEveryCollectiveMatchesTheHostReference) {
   EXPECT_TRUE((*comm)->all_reduce(static_cast<float*>(nullptr), 0, ReduceOp::kSum).ok());
 }
 
+// The asynchronous reduction (the CUDA data-parallel trainer's overlap): the lane waits for the
+// caller's event, not for the input stream; the returned event orders a reader after it;
+// wait_async() settles everything; a synchronous collective after it runs in order.
+TEST_F(NcclCommTest, OneRankAsyncReductionWaitsForItsEventAndOrdersItsReader) {
+  LOOM_REQUIRE_GPUS(1);
+  auto comm = world(0, 1);
+  ASSERT_TRUE(comm.ok()) << comm.status().message();
+  const std::vector<float> x = rank_input<float>(0, 100'003);
+  DeviceArray<float> a(x), b(std::vector<float>(x.size(), 0.f));
+  cudaStream_t producer, reader;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&producer, cudaStreamNonBlocking), cudaSuccess);
+  ASSERT_EQ(cudaStreamCreateWithFlags(&reader, cudaStreamNonBlocking), cudaSuccess);
+  cudaEvent_t ready;
+  ASSERT_EQ(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming), cudaSuccess);
+  // b is written on the producer stream; the reduction of b must see the copy.
+  ASSERT_EQ(cudaMemcpyAsync(b.get(), a.get(), x.size() * 4, cudaMemcpyDeviceToDevice, producer),
+            cudaSuccess);
+  ASSERT_EQ(cudaEventRecord(ready, producer), cudaSuccess);
+  auto done = (*comm)->all_reduce_sum_async(b.get(), static_cast<int64_t>(x.size()), ready);
+  ASSERT_TRUE(done.ok()) << done.status().message();
+  auto done2 = (*comm)->all_reduce_sum_async(a.get(), 0, ready);  // empty: an event all the same
+  ASSERT_TRUE(done2.ok()) << done2.status().message();
+  EXPECT_EQ((*comm)->pending_async(), 2u);
+  // The reader copies b back into a after the reduction.
+  ASSERT_EQ(cudaStreamWaitEvent(reader, *done, 0), cudaSuccess);
+  ASSERT_EQ(cudaMemcpyAsync(a.get(), b.get(), x.size() * 4, cudaMemcpyDeviceToDevice, reader),
+            cudaSuccess);
+  ASSERT_TRUE((*comm)->wait_async().ok());
+  EXPECT_EQ((*comm)->pending_async(), 0u);
+  ASSERT_EQ(cudaStreamSynchronize(reader), cudaSuccess);
+  EXPECT_EQ(b.host(), x);  // one rank: the sum of one contribution, bit for bit
+  EXPECT_EQ(a.host(), x);
+  ASSERT_TRUE((*comm)->all_reduce(b.get(), static_cast<int64_t>(x.size()), ReduceOp::kSum).ok());
+  EXPECT_EQ(b.host(), x);
+  (void)cudaEventDestroy(ready);
+  (void)cudaStreamDestroy(producer);
+  (void)cudaStreamDestroy(reader);
+}
+
 TEST_F(NcclCommTest, OneRankMessagesToSelfArriveInOrder) {
   LOOM_REQUIRE_GPUS(1);
   auto comm_or = world(0, 1);
