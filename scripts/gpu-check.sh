@@ -40,6 +40,7 @@ mkdir -p "${out}"
 export LD_LIBRARY_PATH="${PWD}/${bin}/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
 export PYTHONUNBUFFERED=1
 export LOOM_DATA_DIR="${PWD}"   # model presets and cluster profiles of this checkout
+export LOOM_TEST_LOOM_BINARY="${PWD}/${bin}/loom"  # the gpu tests that drive the CLI
 python=${PYTHON:-python3}
 # cuDNN (loaded at run time by kernels/cuda/cudnn_api.h) and NCCL: where the image has them only
 # inside PyTorch's wheels (site-packages/nvidia/*/lib), those folders go after the system ones.

@@ -6,9 +6,19 @@
 
 #include <array>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 
 namespace loom::testing {
+
+#ifdef LOOM_BINARY
+// The loom executable the tests drive: LOOM_TEST_LOOM_BINARY when set (scripts/gpu-check.sh sets
+// it: the gpu tests run on another machine than the one that built them), else the build's.
+inline std::string loom_binary() {
+  const char* env = std::getenv("LOOM_TEST_LOOM_BINARY");
+  return env != nullptr && *env != '\0' ? std::string(env) : std::string(LOOM_BINARY);
+}
+#endif
 
 struct ShellOutput {
   int exit_code = -1;   // the shell's exit status (a child killed by signal s reads 128 + s)

@@ -22,7 +22,7 @@ TEST(GpuCalibrate, MeasuresLoomsCudaKernelsAndFitsTheGpuProfile) {
   const std::string out = ::testing::TempDir() + "loom-h200-loom-measured.yaml";
   std::remove(out.c_str());
   const testing::ShellOutput o = testing::run_shell(
-      std::string(LOOM_BINARY) + " calibrate --cluster h200-1gpu --measure --model llama-1.3b "
+      testing::loom_binary() + " calibrate --cluster h200-1gpu --measure --model llama-1.3b "
       "--mbs 2 --seq 2048 --name h200-loom-measured --json --out " + out + " 2>/dev/null");
   ASSERT_EQ(o.exit_code, 0) << o.text;
   const auto j = nlohmann::json::parse(o.text);
@@ -34,7 +34,7 @@ TEST(GpuCalibrate, MeasuresLoomsCudaKernelsAndFitsTheGpuProfile) {
     EXPECT_LE(after, 1) << f;
   }
   const testing::ShellOutput sim = testing::run_shell(
-      std::string(LOOM_BINARY) + " simulate --model llama-1.3b --cluster " + out +
+      testing::loom_binary() + " simulate --model llama-1.3b --cluster " + out +
       " --framework loom --gpus 1 --mbs 8 --gbs 16 --seq 2048 --json 2>&1");
   ASSERT_EQ(sim.exit_code, 0) << sim.text;
   EXPECT_EQ(nlohmann::json::parse(sim.text)["cluster"], "h200-loom-measured");

@@ -24,7 +24,7 @@
 namespace loom::train {
 namespace {
 
-const std::string kTrain = std::string(LOOM_BINARY) +
+const std::string kTrain = testing::loom_binary() +
                            " train --backend cuda --model tiny-llama --synthetic --mbs 2 --gbs 8 "
                            "--seq 64 --steps 10 --lr-decay-iters 10 --json";
 

@@ -30,7 +30,7 @@ std::string fresh_dir(const std::string& name) {
 nlohmann::json train(const std::string& flags, const std::string& name) {
   const std::string dir = fresh_dir(name), log = dir + ".log";
   const testing::ShellOutput o = testing::run_shell(
-      std::string(LOOM_BINARY) +
+      testing::loom_binary() +
       " train --model tiny-llama --synthetic --mbs 2 --gbs 8 --seq 64 --lr-decay-iters 40 "
       "--steps 40 --json --save-interval 5 --debug-nan-grad-at 25 --debug-loss-spike-at "
       "31,32,33:50 --save " + dir + " " + flags + " 2>" + log);
