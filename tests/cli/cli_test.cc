@@ -219,9 +219,12 @@ TEST(CliCalibrate, MeasuresTheCpuKernelsAndFitsTheCpuProfile) {
   ASSERT_EQ(o.exit_code, 0) << o.text;
   const auto j = nlohmann::json::parse(o.text);
   EXPECT_GE(j["gemm"]["samples"].get<int>(), 10);
-  // The fit minimises the squared log error (not the median), on a shared, noisy 2-core VM:
-  // a sanity bound on the fitted model, not a speed claim.
-  EXPECT_LT(j["gemm"]["median_error_after"].get<double>(), 0.5);
+  // The fit minimises the squared log error (not the median), on a shared, noisy 2-core VM
+  // (median after the fit 0.20-0.56 over repeated runs, before it 0.69-0.86): the fit must
+  // improve on the profile's model, and a sanity bound, not a speed claim.
+  EXPECT_LT(j["gemm"]["median_error_after"].get<double>(),
+            j["gemm"]["median_error_before"].get<double>());
+  EXPECT_LT(j["gemm"]["median_error_after"].get<double>(), 0.75);
   for (const char* f : {"attention_fwd_efficiency", "attention_bwd_efficiency", "memory_efficiency"}) {
     const double after = j["fields"][f]["after"];
     EXPECT_GT(after, 0) << f;
