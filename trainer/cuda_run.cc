@@ -18,6 +18,7 @@
 #include "trainer/batch_source.h"
 #include "trainer/cuda_data_parallel.h"
 #include "trainer/cuda_transformer.h"
+#include "trainer/guarded_steps.h"
 #include "trainer/spike_guard.h"
 
 namespace loom::train {
@@ -55,13 +56,9 @@ core::Status run_cuda_rank(TrainConfig cfg, const std::string& attention, std::o
   // micro-batches (as the CPU trainers' --dp does), so the run matches the one-GPU run's data.
   const int64_t share = micro / world;
   const double tokens = static_cast<double>(cfg.gbs * cfg.seq);
-  // The spike guard and the debug injections act as in the CPU trainers (parallel_run.cc): a
-  // loss spike scales the loss, the norm and the applied gradients; a NaN gradient makes the
-  // norm NaN (never applied: the guard skips it).
-  SpikeGuard guard(cfg.guard);
-  std::set<int64_t> spike_steps, injected;
-  double spike_factor = 1.0;
-  loss_spike_injection(cfg, &spike_steps, &spike_factor);
+  // The spike guard and the debug injections, as in the CPU trainers (guarded_steps.h).
+  GuardedSteps guarded(cfg);
+  SpikeGuard& guard = guarded.guard();
   // Checkpoints: the CPU trainer's format (trainer_checkpoint.cc), with the guard's state; the
   // RNG is the seed's (the CPU trainer draws from it only to initialise weights).
   int64_t done = 0, consumed = 0;
@@ -138,17 +135,9 @@ core::Status run_cuda_rank(TrainConfig cfg, const std::string& attention, std::o
     const double lr = learning_rate(cfg.optim, step);
     const auto t0 = std::chrono::steady_clock::now();
     CudaTrainer::Step s = trainer.compute_step(batches, cfg.mbs, cfg.seq);
-    double gradient_scale = 1.0;  // a loss spike scales the gradients with it
-    if (spike_steps.count(step) > 0 && injected.insert(step).second) {
-      s.loss *= spike_factor;
-      s.grad_norm *= spike_factor;
-      gradient_scale = spike_factor;
-    }
-    if (cfg.debug_nan_grad_at == step && injected.insert(-step).second)
-      s.grad_norm = std::numeric_limits<double>::quiet_NaN();
-    std::string reason;
-    const Verdict verdict =
-        cfg.guard.enabled ? guard.check(s.loss, s.grad_norm, &reason) : Verdict::kAccept;
+    const GuardedSteps::Judged judged = guarded.judge(step, &s.loss, &s.grad_norm);
+    const Verdict verdict = judged.verdict;
+    const double gradient_scale = judged.gradient_scale;
     if (verdict == Verdict::kAccept) trainer.apply_step(lr, s.grad_norm, gradient_scale);
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     // The iteration by phase (CUDA events), as the parallel trainer reports its ranks': the rest
@@ -172,26 +161,9 @@ core::Status run_cuda_rank(TrainConfig cfg, const std::string& attention, std::o
     }
     StepRecord rec = StepRecord::of(step, s.loss, lr, s.grad_norm, dt, tokens);
     done = step;
-    if (verdict != Verdict::kAccept) {
-      rec.applied = false;
-      ++summary->skipped;
-      rec.event = fmt::format("update skipped: {}", reason);
-    }
-    if (verdict == Verdict::kRollback) {
-      guard.reset_consecutive();
-      std::string origin;
-      LOOM_ASSIGN_OR_RETURN(const bool rolled, cfg.save.empty() ? core::Result<bool>(false)
-                                                                : load_latest(false, &origin));
-      if (rolled) {
-        rec.rolled_back = true;
-        ++summary->rollbacks;
-        rec.event += fmt::format("; rolled back from iteration {} to {} ({}); the batches drawn "
-                                 "since are skipped",
-                                 step, done, origin);
-      } else {
-        rec.event += "; no checkpoint to roll back to (--save)";
-      }
-    }
+    LOOM_RETURN_IF_ERROR(guarded.record(
+        judged, !cfg.save.empty(), [&](std::string* origin) { return load_latest(false, origin); },
+        &done, &rec, summary));
     if (!cfg.save.empty() && cfg.save_interval > 0 && done % cfg.save_interval == 0 &&
         rec.applied) {
       LOOM_RETURN_IF_ERROR(save("interval"));

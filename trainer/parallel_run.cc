@@ -27,6 +27,7 @@
 #include "comm/process_groups.h"
 #include "trainer/parallel_trainer.h"
 #include "trainer/sharded_checkpoint.h"
+#include "trainer/guarded_steps.h"
 #include "trainer/spike_guard.h"
 #ifdef LOOM_WITH_MPI
 #include "comm/mpi_comm.h"
@@ -111,14 +112,10 @@ core::Status run_rank(const TrainConfig& cfg, const core::ModelSpec& spec,
   const int64_t micro = cfg.gbs / cfg.mbs;
   const double tokens = static_cast<double>(cfg.gbs * cfg.seq);
 
-  // The spike guard judges every iteration on every rank from the same loss and gradient norm,
-  // so all ranks skip, apply or roll back together. The debug injections act as in the
-  // single-process trainer: a loss spike scales the loss, the norm and the applied gradients; a
-  // NaN gradient makes the norm NaN (never applied: the guard skips it).
-  SpikeGuard guard(cfg.guard);
-  std::set<int64_t> spike_steps, injected;
-  double spike_factor = 1.0;
-  loss_spike_injection(cfg, &spike_steps, &spike_factor);
+  // The spike guard and the debug injections (guarded_steps.h): every rank judges the same loss
+  // and gradient norm, so all skip, apply or roll back together.
+  GuardedSteps guarded(cfg);
+  SpikeGuard& guard = guarded.guard();
 
   // Checkpoints: sharded (sharded_checkpoint.h): each model-parallel shard writes its own
   // files, and any layout, or the single-process trainer, resumes them.
@@ -181,17 +178,9 @@ core::Status run_rank(const TrainConfig& cfg, const core::ModelSpec& spec,
     for (int64_t m = 0; m < micro; ++m) batches.push_back(data->next_batch(cfg.mbs));
     const double lr = learning_rate(cfg.optim, step);
     LOOM_ASSIGN_OR_RETURN(ParallelTrainer::Step s, trainer->compute_step(batches, cfg.mbs, cfg.seq));
-    double gradient_scale = 1.0;  // a loss spike scales the gradients with it
-    if (spike_steps.count(step) > 0 && injected.insert(step).second) {
-      s.loss *= spike_factor;
-      s.grad_norm *= spike_factor;
-      gradient_scale = spike_factor;
-    }
-    if (cfg.debug_nan_grad_at == step && injected.insert(-step).second)
-      s.grad_norm = std::numeric_limits<double>::quiet_NaN();
-    std::string reason;
-    const Verdict verdict =
-        cfg.guard.enabled ? guard.check(s.loss, s.grad_norm, &reason) : Verdict::kAccept;
+    const GuardedSteps::Judged judged = guarded.judge(step, &s.loss, &s.grad_norm);
+    const Verdict verdict = judged.verdict;
+    const double gradient_scale = judged.gradient_scale;
     if (verdict == Verdict::kAccept)
       LOOM_RETURN_IF_ERROR(trainer->apply_step(lr, s.grad_norm, gradient_scale));
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -201,26 +190,9 @@ core::Status run_rank(const TrainConfig& cfg, const core::ModelSpec& spec,
     }
     StepRecord rec = StepRecord::of(step, s.loss, lr, s.grad_norm, dt, tokens);
     done = step;
-    if (verdict != Verdict::kAccept) {
-      rec.applied = false;
-      ++summary->skipped;
-      rec.event = fmt::format("update skipped: {}", reason);
-    }
-    if (verdict == Verdict::kRollback) {
-      guard.reset_consecutive();
-      std::string origin;
-      LOOM_ASSIGN_OR_RETURN(const bool rolled, cfg.save.empty() ? core::Result<bool>(false)
-                                                                : load_latest(false, &origin));
-      if (rolled) {
-        rec.rolled_back = true;
-        ++summary->rollbacks;
-        rec.event += fmt::format("; rolled back from iteration {} to {} ({}); the batches drawn "
-                                 "since are skipped",
-                                 step, done, origin);
-      } else {
-        rec.event += "; no checkpoint to roll back to (--save)";
-      }
-    }
+    LOOM_RETURN_IF_ERROR(guarded.record(
+        judged, !cfg.save.empty(), [&](std::string* origin) { return load_latest(false, origin); },
+        &done, &rec, summary));
     if (!cfg.save.empty() && cfg.save_interval > 0 && done % cfg.save_interval == 0 &&
         rec.applied) {
       LOOM_RETURN_IF_ERROR(save("interval"));
