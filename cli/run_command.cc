@@ -8,8 +8,9 @@
 // the simulator's event names); then predicted and measured step time, tokens/s and per-rank
 // training memory (weights, gradients, optimizer state, activations and scratch) are printed as
 // a table or JSON, with the last iteration by phase. A CPU profile should be calibrated first
-// (`loom calibrate --measure`). GPU profiles train through the CUDA trainer (one GPU; framework
-// loom, bf16; any recompute; the phases from CUDA events: compute, optimizer, the host's rest).
+// (`loom calibrate --measure`). GPU profiles train through the CUDA trainer (framework loom,
+// bf16, any recompute; data parallel with ZeRO-0 over several GPUs, launched as one process per
+// GPU; the phases from CUDA events: compute, optimizer, the host's rest).
 #include <algorithm>
 #include <cmath>
 #include <iostream>
@@ -115,12 +116,6 @@ core::Status run_run(const RunArgs& a) {
     return core::error(core::ErrorCode::kInvalidArgument,
                        "--trace: the CUDA trainer records no trace yet; use it on a CPU profile");
   }
-  if (!cpu && a.gpus != 1) {
-    return core::error(core::ErrorCode::kInvalidArgument,
-                       "--gpus {}: on a GPU profile `loom run` trains with the CUDA trainer, which "
-                       "runs one GPU today (allowed: 1)",
-                       a.gpus);
-  }
   req.cluster_name = a.cluster;
   req.framework = cpu ? sim::Framework::kLoomCpu : sim::Framework::kLoom;
   req.precision = cpu ? core::Precision::kFp32 : core::Precision::kBf16;
@@ -128,8 +123,15 @@ core::Status run_run(const RunArgs& a) {
   req.gbs = a.gbs;
   req.seq = a.seq > 0 ? a.seq : req.model.max_seq_len;
   req.top_k = 1;
-  // ZeRO shards nothing on one rank (and its staging buffers would only cost memory).
-  if (a.gpus == 1) req.constraints.push_back(plan::parse_constraint("zero=0").value());
+  // ZeRO shards nothing on one rank (and its staging buffers would only cost memory). The CUDA
+  // trainer runs data parallelism with ZeRO-0 (cuda_data_parallel.h): on a GPU profile with
+  // several GPUs the search keeps to those layouts, and the command must be launched as one
+  // process per GPU (torchrun / mpirun / srun); every rank plans the same and trains its share.
+  if (a.gpus == 1 || !cpu) req.constraints.push_back(plan::parse_constraint("zero=0").value());
+  if (!cpu) {
+    for (const char* c : {"tp=1", "pp=1", "sp=0"})
+      req.constraints.push_back(plan::parse_constraint(c).value());
+  }
   for (const auto& c : a.constraints) {
     LOOM_ASSIGN_OR_RETURN(plan::Constraint parsed, plan::parse_constraint(c));
     req.constraints.push_back(parsed);
@@ -163,7 +165,8 @@ core::Status run_run(const RunArgs& a) {
   bool reporting = true;
   if (!cpu) {
 #ifdef LOOM_WITH_CUDA
-    LOOM_RETURN_IF_ERROR(train::run_cuda_training(cfg, "auto", out, &s));
+    LOOM_RETURN_IF_ERROR(
+        train::run_cuda_training(cfg, "auto", out, &s, a.gpus > 1 ? l.dp : 0, &reporting));
 #endif
   } else {  // the parallel trainer, also for one rank: the same loop, trace and memory report
     cfg.trace = a.trace;
