@@ -1,5 +1,7 @@
 // `loom devices`: the CUDA devices this machine has, or why there are none (no driver, a
-// build without CUDA). Exit code 0 either way: having no GPU is a fact, not an error.
+// build without CUDA), and the libraries the CUDA backend finds: cuDNN (loaded at run time,
+// for --attention cudnn) and NCCL (--dp over GPUs). Exit code 0 either way: having no GPU is a
+// fact, not an error.
 #include <iostream>
 #include <memory>
 
@@ -9,6 +11,12 @@
 #include "cli/table.h"
 #ifdef LOOM_WITH_CUDA
 #include "kernels/device_query.h"
+#endif
+#ifdef LOOM_WITH_CUDNN
+#include "kernels/cuda/cudnn_api.h"
+#endif
+#ifdef LOOM_WITH_NCCL
+#include <nccl.h>
 #endif
 
 namespace loom::cli {
@@ -42,6 +50,24 @@ core::Status run_devices(bool json) {
     out["no_device_reason"] = list.no_device_reason;
     if (!json) std::cout << "no CUDA device: " << list.no_device_reason << "\n";
   }
+  // Libraries: what the attention and data-parallel paths will find.
+  std::string cudnn = "not in this build (no cuDNN headers)";
+#ifdef LOOM_WITH_CUDNN
+  std::string why;
+  const kernels::cuda::CudnnApi* api = kernels::cuda::cudnn_api(&why);
+  cudnn = api != nullptr ? fmt::format("{} (version {})", api->library, api->version) : why;
+  out["cudnn_version"] = api != nullptr ? static_cast<int64_t>(api->version) : 0;
+#endif
+  std::string nccl = "not in this build (NCCL not found)";
+#ifdef LOOM_WITH_NCCL
+  int nccl_version = 0;
+  nccl = ncclGetVersion(&nccl_version) == ncclSuccess ? fmt::format("version {}", nccl_version)
+                                                      : std::string("ncclGetVersion failed");
+  out["nccl_version"] = nccl_version;
+#endif
+  out["cudnn"] = cudnn;
+  out["nccl"] = nccl;
+  if (!json) std::cout << "cuDNN: " << cudnn << "\nNCCL: " << nccl << "\n";
 #else
   out["cuda_build"] = false;
   out["no_device_reason"] = "this loom was built without CUDA (LOOM_CUDA=OFF or no nvcc found)";

@@ -230,10 +230,15 @@ void CudaTransformer::prepare(int64_t b, int64_t s) {
   carve(real);
 
   if (attention_ == Attention::kCudnn) {
-    std::string why;
-    cudnn_.reset();
-    cudnn_ = cu::CudnnAttention::create({b_, s_, d_.heads, d_.kv_heads, d_.head_dim}, &why);
-    if (!cudnn_) throw cu::CudaError("--attention cudnn: " + why);
+    // One plan per batch shape, kept: evaluation batches alternate with training ones, and
+    // planning compiles cuDNN's runtime-fusion kernels (seconds).
+    auto& plan = cudnn_plans_[{b_, s_}];
+    if (!plan) {
+      std::string why;
+      plan = cu::CudnnAttention::create({b_, s_, d_.heads, d_.kv_heads, d_.head_dim}, &why);
+      if (!plan) throw cu::CudaError("--attention cudnn: " + why);
+    }
+    cudnn_ = plan.get();
   }
   // Scratch of the backward: the largest any kernel asks for.
   const int64_t widest = std::max({d_.h, d_.q_dim, d_.kv_dim, d_.ffn});

@@ -23,8 +23,10 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/layout.h"
@@ -145,7 +147,9 @@ class CudaTransformer {
   ModelDims d_;  // widths from the spec
   int64_t b_ = 0, s_ = 0, n_ = 0, chunk_rows_ = 0;
   kernels::cuda::Gemm gemm_;
-  std::unique_ptr<kernels::cuda::CudnnAttention> cudnn_;  // kCudnn: planned for (b_, s_)
+  // kCudnn: the plans by (b, s), and the one for the current shape.
+  std::map<std::pair<int64_t, int64_t>, std::unique_ptr<kernels::cuda::CudnnAttention>> cudnn_plans_;
+  kernels::cuda::CudnnAttention* cudnn_ = nullptr;
   GradsReadyHook grads_ready_;
   kernels::cuda::DeviceBytes acts_mem_, scratch_mem_, tables_mem_;
   std::vector<Block> blocks_;
