@@ -322,11 +322,32 @@ TEST(CliRun, PlansTrainsAndReportsPredictedAndMeasured) {
   const Output bad = run_loom("run --model tiny-llama --cluster local-cpu --gbs 4 --seq 64 --constraint tp=2");
   EXPECT_NE(bad.exit_code, 0);
   EXPECT_NE(bad.text.find("no layout the trainer runs fits"), std::string::npos) << bad.text;
-  const Output gpus = run_loom("run --model tiny-llama --cluster h200-1gpu --gpus 2 --gbs 4 --seq 64");
+  // Several GPUs of a GPU profile: the data-parallel plans of the CUDA trainer (tp 1, pp 1,
+  // ZeRO-0), which a single process cannot train: refused by name without CUDA, without a
+  // device, or for not being launched as one process per GPU.
+  const Output gpus = run_loom("run --model tiny-llama --cluster dgx-h100-80gb --gpus 2 --gbs 4 --seq 64");
   EXPECT_EQ(gpus.exit_code, 2) << gpus.text;
-  EXPECT_TRUE(gpus.text.find("--gpus 2: on a GPU profile") != std::string::npos ||
-              gpus.text.find("built without CUDA") != std::string::npos)
+  EXPECT_TRUE(gpus.text.find("built without CUDA") != std::string::npos ||
+              (gpus.text.find("tp1 pp1 dp2 zero0") != std::string::npos &&
+               (gpus.text.find("--backend cuda: no CUDA device") != std::string::npos ||
+                gpus.text.find("runs one process per GPU, but the launch (single) started 1 "
+                               "process") != std::string::npos)))
       << gpus.text;
+}
+
+// `loom devices` says what it finds, or why there is nothing: with CUDA, the cuDNN and NCCL it
+// would use (or why not).
+TEST(CliDevices, ListsDevicesAndTheLibrariesOrWhyNot) {
+  const Output o = run_loom("devices --json");
+  ASSERT_EQ(o.exit_code, 0) << o.text;
+  const auto j = nlohmann::json::parse(o.text);
+  if (!j.at("cuda_build").get<bool>()) {
+    EXPECT_NE(j.at("no_device_reason").get<std::string>().find("built without CUDA"), std::string::npos);
+    return;
+  }
+  EXPECT_FALSE(j.at("cudnn").get<std::string>().empty());
+  EXPECT_FALSE(j.at("nccl").get<std::string>().empty());
+  if (j.at("devices").empty()) EXPECT_FALSE(j.at("no_device_reason").get<std::string>().empty());
 }
 
 // Without a usable GPU, `--backend cuda` is a clear error naming why (a build without CUDA, or
