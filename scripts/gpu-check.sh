@@ -90,7 +90,8 @@ step "1. environment"
 step "2. loom devices, gpu tests"
 if [ -x "${bin}/loom" ]; then
   "${bin}/loom" devices 2>&1 | tee "${out}/devices.txt" || status=1
-  "${bin}/loom_gpu_tests" --gtest_output="xml:${out}/gpu_tests.xml" 2>&1 | tee "${out}/gpu_tests.txt"
+  # Every step has a time limit, so that a hang cannot eat the device's time (LOOM_*_TIMEOUT).
+  timeout "${LOOM_GPU_TESTS_TIMEOUT:-300}" "${bin}/loom_gpu_tests" --gtest_output="xml:${out}/gpu_tests.xml" 2>&1 | tee "${out}/gpu_tests.txt"
   rc=${PIPESTATUS[0]}
   [ "${rc}" -eq 0 ] || status=1
   {
@@ -99,13 +100,13 @@ if [ -x "${bin}/loom" ]; then
     echo '```'; echo
   } >> "${md}"
   if [ -x "${bin}/loom_nccl_comm_tests" ]; then  # comm/nccl_comm.h: 1-GPU tests (2-GPU ones skip)
-    "${bin}/loom_nccl_comm_tests" --gtest_output="xml:${out}/nccl_tests.xml" 2>&1 | tee "${out}/nccl_tests.txt"
+    timeout 120 "${bin}/loom_nccl_comm_tests" --gtest_output="xml:${out}/nccl_tests.xml" 2>&1 | tee "${out}/nccl_tests.txt"
     [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
     { echo "### NCCL communicator (tests/comm/nccl_comm_test.cc)"; echo; echo '```'
       grep -E '^\[  (PASSED|FAILED|SKIPPED) |^\[  FAILED  \]' "${out}/nccl_tests.txt"; echo '```'; echo; } >> "${md}"
   fi
   if [ -x "${bin}/attention_gpu_benchmark" ]; then
-    "${bin}/attention_gpu_benchmark" --benchmark_out="${out}/attention_benchmark.json" \
+    timeout 120 "${bin}/attention_gpu_benchmark" --benchmark_out="${out}/attention_benchmark.json" \
       --benchmark_out_format=json 2>&1 | tee "${out}/attention_benchmark.txt" || status=1
     { echo "### Attention kernels (bench/attention_gpu_benchmark)"; echo; echo '```'
       grep -E '^BM_' "${out}/attention_benchmark.txt"; echo '```'; echo; } >> "${md}"
@@ -216,7 +217,7 @@ if [ -x "${bin}/loom" ] && [ "${LOOM_RUN_CHECKS:-1}" != 0 ]; then
       > "${out}/loom_run_${tag}.json" 2> "${out}/loom_run_${tag}.log" || status=1
     tail -n 2 "${out}/loom_run_${tag}.log"
   done
-  timeout 300 "${bin}/loom" calibrate --cluster h200-1gpu --measure --model llama-1.3b --mbs 8 \
+  timeout 180 "${bin}/loom" calibrate --cluster h200-1gpu --measure --model llama-1.3b --mbs 8 \
     --seq 2048 --name h200-1gpu-loom-measured --out "${out}/h200-1gpu-loom-measured.yaml" \
     > "${out}/loom_calibrate.txt" 2>&1 || status=1
   tail -n 25 "${out}/loom_calibrate.txt"
