@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include <array>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <string>
@@ -219,11 +220,17 @@ TEST(CliCalibrate, MeasuresTheCpuKernelsAndFitsTheCpuProfile) {
   ASSERT_EQ(o.exit_code, 0) << o.text;
   const auto j = nlohmann::json::parse(o.text);
   EXPECT_GE(j["gemm"]["samples"].get<int>(), 10);
-  // The fit minimises the squared log error (not the median), on a shared, noisy 2-core VM
-  // (median after the fit 0.20-0.56 over repeated runs, before it 0.69-0.86): the fit must
-  // improve on the profile's model, and a sanity bound, not a speed claim.
-  EXPECT_LT(j["gemm"]["median_error_after"].get<double>(),
-            j["gemm"]["median_error_before"].get<double>());
+  // The fit minimises the sum of squared log errors (simulator/calibration.cc: a 0.005 grid,
+  // then golden-section), so that sum cannot exceed the profile's beyond the grid's resolution
+  // (0.1% here). The median is not what it minimises, and on this shared, noisy 2-core VM it
+  // ranges 0.14-0.56 after the fit: a sanity bound only, not a speed claim.
+  double sse_before = 0, sse_after = 0;
+  for (const auto& row : j["gemm_rows"]) {
+    const double m = row["measured_s"];
+    sse_before += std::pow(std::log(row["predicted_before_s"].get<double>() / m), 2);
+    sse_after += std::pow(std::log(row["predicted_after_s"].get<double>() / m), 2);
+  }
+  EXPECT_LE(sse_after, sse_before * 1.001);
   EXPECT_LT(j["gemm"]["median_error_after"].get<double>(), 0.75);
   for (const char* f : {"attention_fwd_efficiency", "attention_bwd_efficiency", "memory_efficiency"}) {
     const double after = j["fields"][f]["after"];
