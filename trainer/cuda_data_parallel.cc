@@ -21,8 +21,6 @@ namespace loom::train {
 
 namespace {
 
-bool g_mpi_used = false;
-
 #ifdef LOOM_WITH_NCCL
 // GradReducer over an NcclComm: the gradient sums on NCCL's collective stream, each after an
 // event recorded on the compute stream where its unit was complete.
@@ -34,7 +32,6 @@ class NcclGradReducer final : public GradReducer {
     if (scalar_ != nullptr) (void)cudaFree(scalar_);
   }
   int size() const override { return comm_->size(); }
-  int rank() const override { return comm_->rank(); }
 
   core::Status start(float* data, int64_t count, cudaStream_t stream) override {
     if (next_ == events_.size()) {
@@ -121,7 +118,7 @@ core::Result<CudaDataParallel> open_cuda_data_parallel(int64_t dp, const std::st
     LOOM_ASSIGN_OR_RETURN(comm, comm::make_nccl_comm(id, 0, 1, out.device, "dp", timeout));
   } else {
     LOOM_ASSIGN_OR_RETURN(const comm::BootstrapMethod method, choose_bootstrap(bootstrap, info));
-    g_mpi_used = method.kind == comm::BootstrapKind::kMpi;
+    out.mpi_bootstrap = method.kind == comm::BootstrapKind::kMpi;
     LOOM_ASSIGN_OR_RETURN(comm, comm::make_nccl_world(info, method, out.device, timeout));
   }
   comm->set_timeout(timeout);
@@ -130,11 +127,12 @@ core::Result<CudaDataParallel> open_cuda_data_parallel(int64_t dp, const std::st
 #endif
 }
 
-void close_cuda_data_parallel() {
+void close_cuda_data_parallel(CudaDataParallel& group) {
+  group.reducer.reset();  // the NCCL group first: it may still talk to its peers
 #ifdef LOOM_WITH_MPI
-  if (g_mpi_used) comm::mpi_finalize();
+  if (group.mpi_bootstrap) comm::mpi_finalize();
 #endif
-  g_mpi_used = false;
+  group.mpi_bootstrap = false;
 }
 
 }  // namespace loom::train

@@ -23,6 +23,7 @@ struct CudaDataParallel {
   std::unique_ptr<GradReducer> reducer;
   int rank = 0, world = 1, device = 0;
   std::string launcher;  // "single", "torchrun", "openmpi", "slurm"
+  bool mpi_bootstrap = false;  // MPI was initialised to hand out NCCL's id
 };
 
 // The data-parallel group of this process for `dp` ranks: the launch (comm::launch_info_from_env)
@@ -33,7 +34,7 @@ struct CudaDataParallel {
 core::Result<CudaDataParallel> open_cuda_data_parallel(int64_t dp, const std::string& bootstrap,
                                                        double timeout_s);
 
-// After open_cuda_data_parallel with the MPI bootstrap: MPI_Finalize (a no-op otherwise).
-void close_cuda_data_parallel();
+// Ends the group: the NCCL communicator, then MPI when the bootstrap initialised it.
+void close_cuda_data_parallel(CudaDataParallel& group);
 
 }  // namespace loom::train

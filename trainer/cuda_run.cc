@@ -242,8 +242,7 @@ core::Status run_cuda_training(const TrainConfig& given, const std::string& atte
                         group.world, group.world == 1 ? "" : "s", group.launcher);
   }
   core::Status st = run_cuda_rank(cfg, attention, out, summary, &group);
-  group.reducer.reset();
-  close_cuda_data_parallel();
+  close_cuda_data_parallel(group);
   return st.ok() ? st : st.with_context(fmt::format("rank {}", group.rank));
 }
 

@@ -174,7 +174,6 @@ class GradReducer {
  public:
   virtual ~GradReducer() = default;
   virtual int size() const = 0;
-  virtual int rank() const = 0;
   // Starts summing `count` floats at `data` (device, in place) once `stream` reaches this point;
   // returns without waiting for the sum.
   virtual core::Status start(float* data, int64_t count, cudaStream_t stream) = 0;
